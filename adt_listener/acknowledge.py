@@ -1,0 +1,158 @@
+"""From one MLLP frame to the stored message(s) and the ACK frame(s) to send back.
+
+The responder is the listener's application service: judge each message
+(:func:`adt_listener.inspection.inspect`), apply the facility policy, build the ACK, commit
+message and ACK together through the writer, and only then hand the ACK back to the connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import structlog
+
+from adt_listener.hl7.ack import AckError, EchoHeader, ErrorLocation, build_ack
+from adt_listener.hl7.batch import is_batch, split_batch
+from adt_listener.hl7.framing import Frame, FrameTooLarge
+from adt_listener.inspection import Verdict, inspect
+from adt_listener.store import ACCEPTED, REJECTED, IncomingMessage
+from adt_listener.writer import StoreWriter
+from transcare import metrics
+from transcare.settings import FacilitySettings
+
+log = structlog.get_logger("adt_listener")
+ACK_SEPARATOR = "\x1c"  # between the frames of one stored exchange (commit + application ACK)
+_COMMIT = {"AA": "CA", "AE": "CE", "AR": "CR"}
+
+
+class Responder:
+    """Answers frames.
+
+    Arguments:
+        writer: the group-commit store writer.
+        facilities: per-facility policy (allowed source addresses), keyed by MSH-4.
+        require_known_facility: reject MSH-4 values not in ``facilities``.
+        clock: returns the current UTC time (injected for tests).
+    """
+
+    def __init__(self, writer: StoreWriter, facilities: Mapping[str, FacilitySettings],
+                 require_known_facility: bool = False,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._writer = writer
+        self._facilities = facilities
+        self._require_known = require_known_facility
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._prefix = f"{int(time.time()):x}"
+
+    async def respond(self, event: Frame | FrameTooLarge, peer: str) -> list[bytes]:
+        """The reply frames' payloads, once every message of the frame is committed."""
+        if isinstance(event, FrameTooLarge):
+            return [await self._oversize(event, peer)]
+        if is_batch(event.payload):
+            return [await self._batch(event.payload, peer)]
+        verdict = self._policy(inspect(event.payload), peer)
+        frames = await self._store(event.payload, verdict, peer)
+        return [f.encode(verdict.codec, "replace") for f in frames]
+
+    async def _store(self, raw: bytes, verdict: Verdict, peer: str) -> list[str]:
+        now = self._clock()
+        frames = self._acks(verdict, now)
+        status = REJECTED if verdict.code == "AR" or verdict.code == "AE" else ACCEPTED
+        item = IncomingMessage(
+            received_at=now, sending_facility=verdict.sending_facility,
+            control_id=verdict.control_id or None, message_type=verdict.message_type,
+            patient_key=verdict.patient_key, peer=peer, charset=verdict.codec, raw=raw,
+            ack_code=verdict.code, ack=ACK_SEPARATOR.join(frames), status=status,
+            reason=_reason(verdict.error),
+        )
+        result = await self._writer.submit(item)
+        self._count(verdict, result.duplicate)
+        return result.ack.split(ACK_SEPARATOR)
+
+    def _acks(self, verdict: Verdict, now: datetime) -> list[str]:
+        """Original mode: one ACK. Enhanced mode: commit ACK, then the application ACK."""
+        header, error, code = verdict.header, verdict.error, verdict.code
+        if not verdict.enhanced:
+            return [build_ack(header, code, self._next_id(), now, error)]
+        frames = []
+        commit = _COMMIT[code]
+        if _wanted(verdict.accept_ack or "AL", commit == "CA"):
+            frames.append(build_ack(header, commit, self._next_id(), now, error))
+        if _wanted(verdict.application_ack or "AL", code == "AA"):
+            frames.append(build_ack(header, code, self._next_id(), now, error))
+        return frames
+
+    def _policy(self, verdict: Verdict, peer: str) -> Verdict:
+        """Facility policy: known MSH-4 and allowed source addresses (TOML ``[facilities]``)."""
+        if verdict.code == "AR" or not verdict.sending_facility:
+            return verdict
+        facility = self._facilities.get(verdict.sending_facility)
+        if facility is None and self._require_known:
+            return _rejected(verdict, f"MSH-4 sending facility {verdict.sending_facility} is not "
+                             "configured on this listener")
+        if facility and facility.allowed_sources and peer not in facility.allowed_sources:
+            return _rejected(verdict, f"source address {peer} is not allowed to send for "
+                             f"facility {verdict.sending_facility}")
+        return verdict
+
+    async def _batch(self, payload: bytes, peer: str) -> bytes:
+        batch = split_batch(payload)
+        if batch.stray or not batch.messages:
+            error = AckError(ErrorLocation("BHS"), 100, "batch contains no MSH message"
+                             if not batch.messages else "segments before the first MSH")
+            verdict = Verdict("AR", error, EchoHeader())
+            acks = await self._store(payload, verdict, peer)
+            return "".join(acks).encode("ascii", "replace")
+        acks = []
+        for raw in batch.messages:
+            verdict = self._policy(inspect(raw), peer)
+            acks.extend(await self._store(raw, replace(verdict, accept_ack="",
+                                                       application_ack=""), peer))
+        count = len(batch.messages)
+        return ("BHS|^~\\&\r" + "".join(acks) + f"BTS|{count}\r").encode("utf-8", "replace")
+
+    async def _oversize(self, event: FrameTooLarge, peer: str) -> bytes:
+        limit = self._writer_limit_text(event)
+        verdict = Verdict("AR", AckError(ErrorLocation("MSH"), 100, limit), EchoHeader())
+        log.warning("mllp.frame_too_large", peer=peer, bytes=event.size_seen)
+        acks = await self._store(b"", verdict, peer)
+        return acks[0].encode("ascii")
+
+    @staticmethod
+    def _writer_limit_text(event: FrameTooLarge) -> str:
+        return f"message of {event.size_seen} bytes exceeds the listener's maximum size"
+
+    def _next_id(self) -> str:
+        return f"{self._prefix}{next(self._ids):06d}"
+
+    @staticmethod
+    def _count(verdict: Verdict, duplicate: bool) -> None:
+        metrics.MESSAGES_RECEIVED.labels(verdict.sending_facility or "unknown",
+                                         verdict.message_type or "unknown").inc()
+        metrics.ACKS_SENT.labels(verdict.code).inc()
+        if duplicate:
+            metrics.DUPLICATES.inc()
+        if verdict.error is not None:
+            metrics.REJECTS.labels(str(verdict.error.location), str(verdict.error.code)).inc()
+            log.info("mllp.rejected", code=verdict.code, control_id=verdict.control_id,
+                     facility=verdict.sending_facility, location=str(verdict.error.location),
+                     reason=verdict.error.reason)
+
+
+def _wanted(condition: str, success: bool) -> bool:
+    """HL7 table 0155: AL always, NE never, ER on error only, SU on success only."""
+    return condition == "AL" or (condition == "ER" and not success) or (
+        condition == "SU" and success)
+
+
+def _rejected(verdict: Verdict, reason: str) -> Verdict:
+    return replace(verdict, code="AR", error=AckError(ErrorLocation("MSH", 4), 204, reason))
+
+
+def _reason(error: AckError | None) -> str | None:
+    return f"{error.location}: {error.reason}" if error else None

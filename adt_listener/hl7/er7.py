@@ -1,0 +1,204 @@
+"""ER7 (pipe-and-hat) reader: segments, fields, repetitions, components, subcomponents.
+
+The reader is deliberately small and fast: it splits the message into segments and fields once
+and splits repetitions and components only when asked. Values come back raw (escape sequences
+intact) from :meth:`Message.raw` and decoded from :meth:`Message.get`.
+
+Field numbering follows HL7: ``MSH-1`` is the field separator and ``MSH-2`` the encoding
+characters, so ``MSH-9`` is ``fields[9]`` for every segment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from adt_listener.hl7.escapes import unescape
+
+
+class Er7Error(ValueError):
+    """The text is not a readable ER7 message.
+
+    Attributes:
+        segment: the segment at fault (``MSH`` for header problems).
+        field: the HL7 field number at fault, when one is.
+    """
+
+    def __init__(self, reason: str, segment: str = "MSH", field: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.segment = segment
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Delimiters:
+    """The separators a message declares in MSH-1 and MSH-2."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+    truncation: str = ""
+
+    @property
+    def encoding_characters(self) -> str:
+        """MSH-2 as it should be echoed back."""
+        return (
+            self.component + self.repetition + self.escape + self.subcomponent + self.truncation
+        )
+
+
+DEFAULT_DELIMITERS = Delimiters()
+_SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def read_delimiters(text: str) -> Delimiters:
+    """Read MSH-1 and MSH-2 from the start of ``text``.
+
+    Raises:
+        Er7Error: no MSH at the start, or the encoding characters are missing, repeated
+            or clash with the field separator.
+    """
+    if not text.startswith("MSH") or len(text) < 8:
+        raise Er7Error("message does not start with an MSH segment", "MSH", None)
+    sep = text[3]
+    if sep.isalnum() or sep in "\r\n ":
+        raise Er7Error("MSH-1 field separator is missing or invalid", "MSH", 1)
+    end = text.find(sep, 4)
+    line_end = min((i for i in (text.find("\r", 4), text.find("\n", 4)) if i >= 0), default=-1)
+    if end < 0 or (0 <= line_end < end):
+        raise Er7Error("MSH-2 encoding characters are not followed by a field", "MSH", 2)
+    enc = text[4:end]
+    if len(enc) < 4 or len(enc) > 5:
+        raise Er7Error(f"MSH-2 encoding characters must be 4 or 5, found {len(enc)}", "MSH", 2)
+    if len(set(enc)) != len(enc) or sep in enc or any(c.isalnum() for c in enc):
+        raise Er7Error("MSH-2 encoding characters are repeated or invalid", "MSH", 2)
+    return Delimiters(sep, enc[0], enc[1], enc[2], enc[3], enc[4] if len(enc) == 5 else "")
+
+
+class Message:
+    """A parsed ER7 message.
+
+    Arguments:
+        text: the decoded message text; segments separated by CR, LF or CRLF.
+
+    Raises:
+        Er7Error: the MSH is missing or its delimiters are unusable, or a segment has no name.
+    """
+
+    __slots__ = ("delimiters", "segments", "_index")
+
+    def __init__(self, text: str) -> None:
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        self.delimiters = read_delimiters(text)
+        sep = self.delimiters.field
+        self.segments: list[list[str]] = []
+        self._index: dict[str, list[int]] = {}
+        for line in _LINE_BREAK.split(text):
+            if not line.strip():
+                continue
+            fields = line.split(sep)
+            name = fields[0]
+            if not _SEGMENT_NAME.match(name):
+                raise Er7Error(
+                    f"segment {len(self.segments) + 1} has no valid segment name", name[:3] or "?"
+                )
+            if name == "MSH":
+                # MSH-1 is the separator itself; shift so MSH-n is fields[n].
+                fields.insert(1, sep)
+            self._index.setdefault(name, []).append(len(self.segments))
+            self.segments.append(fields)
+        if self.segments[0][0] != "MSH":
+            raise Er7Error("message does not start with an MSH segment", "MSH")
+
+    def has(self, segment: str) -> bool:
+        return segment in self._index
+
+    def count(self, segment: str) -> int:
+        return len(self._index.get(segment, ()))
+
+    def segment(self, name: str, occurrence: int = 0) -> list[str] | None:
+        """The fields of the ``occurrence``-th segment called ``name``, or None."""
+        idx = self._index.get(name)
+        if not idx or occurrence >= len(idx):
+            return None
+        return self.segments[idx[occurrence]]
+
+    def all(self, name: str) -> Iterator[list[str]]:
+        for i in self._index.get(name, ()):
+            yield self.segments[i]
+
+    def field(self, segment: str, number: int, occurrence: int = 0) -> str:
+        """The raw text of a whole field (all repetitions), '' when absent."""
+        seg = self.segment(segment, occurrence)
+        if seg is None or number >= len(seg):
+            return ""
+        if segment == "MSH" and number == 2:
+            return seg[2]
+        return seg[number]
+
+    def repetitions(self, segment: str, number: int, occurrence: int = 0) -> list[str]:
+        """Each repetition of a field, raw; [] when absent or empty."""
+        raw = self.field(segment, number, occurrence)
+        if not raw:
+            return []
+        if segment == "MSH" and number in (1, 2):
+            return [raw]
+        return raw.split(self.delimiters.repetition)
+
+    def raw(
+        self, segment: str, number: int, component: int = 1, sub: int = 1, *, rep: int = 0,
+        occurrence: int = 0,
+    ) -> str:
+        """One leaf value, raw (escapes intact); '' when absent."""
+        reps = self.repetitions(segment, number, occurrence)
+        if rep >= len(reps):
+            return ""
+        return self.component(reps[rep], component, sub)
+
+    def get(
+        self, segment: str, number: int, component: int = 1, sub: int = 1, *, rep: int = 0,
+        occurrence: int = 0,
+    ) -> str:
+        """One leaf value with escape sequences decoded; '' when absent.
+
+        The HL7 explicit null ``""`` is returned as ''.
+        """
+        value = self.raw(segment, number, component, sub, rep=rep, occurrence=occurrence)
+        return self.decode(value)
+
+    def component(self, value: str, component: int = 1, sub: int = 1) -> str:
+        """Component ``component`` (1-based) and subcomponent ``sub`` of a raw value."""
+        d = self.delimiters
+        comps = value.split(d.component) if d.component in value else [value]
+        if component > len(comps):
+            return ""
+        comp = comps[component - 1]
+        if d.subcomponent in comp:
+            subs = comp.split(d.subcomponent)
+            return subs[sub - 1] if sub <= len(subs) else ""
+        return comp if sub == 1 else ""
+
+    def decode(self, value: str) -> str:
+        """Decode escape sequences in a leaf value; the explicit null becomes ''."""
+        if value == '""':
+            return ""
+        if self.delimiters.escape in value:
+            return unescape(value, self.delimiters)
+        return value
+
+    def lines(self) -> list[str]:
+        """The segments re-joined as text (MSH with its separator restored)."""
+        sep = self.delimiters.field
+        out = []
+        for seg in self.segments:
+            if seg[0] == "MSH":
+                out.append("MSH" + sep + sep.join(seg[2:]))
+            else:
+                out.append(sep.join(seg))
+        return out

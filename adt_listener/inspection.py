@@ -1,0 +1,167 @@
+"""What the listener decides about one message before it answers: AA, AE or AR, and why.
+
+Pure and fast: this runs on every message on the hot path, so it reads only the fields the
+listener needs (MSH-3/4/5/6/7/9/10/11/12/15/16/18, EVN-1, PID-3, MRG-1) with the ER7 reader.
+Full mapping to the canonical event happens later in the normaliser.
+
+The rules (documented in docs/acks.md):
+- AR: unreadable bytes or MSH (encoding characters, segment names), MSH-9 missing its type or
+  trigger, a type other than ADT, MSH-12 missing or not a 2.x version, MSH-11 not P/T/D.
+- AE: MSH-7 present but not a timestamp, MSH-10 padded with spaces, EVN-1 not an event code,
+  repeated EVN, no patient identifier at all (PID-3 and MRG-1 empty), a batch header segment inside a message,
+  a segment that looks glued to the previous one with a space.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from adt_listener.hl7.ack import AckError, EchoHeader, ErrorLocation
+from adt_listener.hl7.charset import CharsetError, decode_message
+from adt_listener.hl7.er7 import Er7Error, Message
+
+# DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]; some feeds omit the '.' before the
+# fraction (20110613122406637), which is accepted.
+_TS = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.?\d{1,4})?)?)?)?)?)?([+-]\d{4})?$")
+_EVENT_CODE = re.compile(r"^[A-Z0-9]{3}$")
+_VERSION = re.compile(r"^2\.\d+(\.\d+)?$")
+_GLUED = re.compile(r" (EVN|PID|PD1|ROL|NK1|PV1|PV2|DG1|IN1|IN2|GT1|AL1|OBX|MRG|ZPI)\|")
+_BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The listener's decision on one message.
+
+    Attributes:
+        code: AA, AE or AR.
+        error: why, for AE/AR.
+        header: what the ACK echoes (defaults when the MSH could not be read).
+        message_type: MSH-9 as 'ADT^A01' ('' when unreadable).
+        sending_facility: MSH-4.1 ('' when unreadable).
+        control_id: MSH-10 ('' when absent).
+        patient_key: routing key 'value@authority' (PID-3, else MRG-1), '' when none.
+        text: the decoded message, '' when undecodable.
+        codec: Python codec used to decode.
+        enhanced: MSH-15/16 asked for enhanced-mode acknowledgement.
+        accept_ack: MSH-15 (AL, NE, ER, SU; '' in original mode).
+        application_ack: MSH-16 (AL, NE, ER, SU; '' in original mode).
+    """
+
+    code: str
+    error: AckError | None
+    header: EchoHeader
+    message_type: str = ""
+    sending_facility: str = ""
+    control_id: str = ""
+    patient_key: str = ""
+    text: str = ""
+    codec: str = "ascii"
+    accept_ack: str = ""
+    application_ack: str = ""
+
+    @property
+    def enhanced(self) -> bool:
+        return bool(self.accept_ack or self.application_ack)
+
+
+def _reject(code: str, segment: str, field: int | None, err: int,
+            reason: str) -> tuple[str, AckError]:
+    return code, AckError(ErrorLocation(segment, field), err, reason)
+
+
+def inspect(raw: bytes) -> Verdict:
+    """Decide AA/AE/AR for one message's bytes. Never raises."""
+    try:
+        text, codec = decode_message(raw)
+    except CharsetError as exc:
+        return Verdict("AR", AckError(ErrorLocation("MSH", 18), 102, exc.reason), EchoHeader())
+    try:
+        msg = Message(text)
+    except Er7Error as exc:
+        header = EchoHeader()
+        err = AckError(ErrorLocation(exc.segment, exc.field), 102 if exc.field else 100,
+                       exc.reason)
+        return Verdict("AR", err, header, text=text, codec=codec)
+    return _judge(msg, text, codec)
+
+
+def _header(msg: Message) -> EchoHeader:
+    g = msg.raw
+    return EchoHeader(
+        sending_application=msg.field("MSH", 3), sending_facility=msg.field("MSH", 4),
+        receiving_application=msg.field("MSH", 5), receiving_facility=msg.field("MSH", 6),
+        trigger=g("MSH", 9, 2), control_id=msg.field("MSH", 10),
+        processing_id=msg.field("MSH", 11), version=g("MSH", 12),
+        character_set=msg.field("MSH", 18), delimiters=msg.delimiters,
+    )
+
+
+def _judge(msg: Message, text: str, codec: str) -> Verdict:
+    header = _header(msg)
+    mtype, trigger = msg.get("MSH", 9, 1), msg.get("MSH", 9, 2)
+    problem = _header_problem(msg, mtype, trigger) or _body_problem(msg, trigger, text)
+    key = patient_key(msg)
+    if problem is None and not key:
+        problem = ("AE", AckError(ErrorLocation("PID", 3), 101,
+                                  "PID-3 patient identifier is missing (and no MRG-1)"))
+    code, error = problem if problem else ("AA", None)
+    return Verdict(
+        code, error, header, message_type=f"{mtype}^{trigger}" if trigger else mtype,
+        sending_facility=msg.get("MSH", 4), control_id=msg.get("MSH", 10), patient_key=key,
+        text=text, codec=codec, accept_ack=msg.get("MSH", 15), application_ack=msg.get("MSH", 16),
+    )
+
+
+def _header_problem(msg: Message, mtype: str, trigger: str) -> tuple[str, AckError] | None:
+    if not mtype:
+        return _reject("AR", "MSH", 9, 101, "MSH-9 message type is missing")
+    if mtype != "ADT":
+        return _reject("AR", "MSH", 9, 200, f"MSH-9 message type {mtype} is not accepted on "
+                       "this ADT interface")
+    if not trigger:
+        return _reject("AR", "MSH", 9, 201, "MSH-9 has no trigger event (MSG.2)")
+    version = msg.get("MSH", 12)
+    if not version:
+        return _reject("AR", "MSH", 12, 101, "MSH-12 version id is missing")
+    if not _VERSION.match(version):
+        return _reject("AR", "MSH", 12, 203, f"MSH-12 version {version} is not supported "
+                       "(2.1 to 2.8)")
+    if msg.get("MSH", 11)[:1] not in ("", "P", "T", "D"):
+        return _reject("AR", "MSH", 11, 202, "MSH-11 processing id must be P, T or D")
+    control_id = msg.get("MSH", 10)
+    if control_id != control_id.strip():
+        return _reject("AE", "MSH", 10, 102, "MSH-10 control id has leading or trailing spaces")
+    stamp = msg.get("MSH", 7)
+    if stamp and not _TS.match(stamp):
+        return _reject("AE", "MSH", 7, 102, "MSH-7 message time is not an HL7 timestamp")
+    return None
+
+
+def _body_problem(msg: Message, trigger: str, text: str) -> tuple[str, AckError] | None:
+    for name in _BATCH_SEGMENTS:
+        if msg.has(name):
+            return _reject("AE", name, None, 100, f"{name} batch segment found inside a message")
+    if msg.count("EVN") > 1:
+        return _reject("AE", "EVN", None, 100, "EVN segment repeated")
+    evn1 = msg.get("EVN", 1)
+    if evn1 and not _EVENT_CODE.match(evn1):
+        return _reject("AE", "EVN", 1, 102, "EVN-1 event type code is not a 3-character code")
+    glued = _GLUED.search(text)
+    if glued:
+        return _reject("AE", glued.group(1), None, 100, f"{glued.group(1)} segment appears "
+                       "glued to the previous segment with a space instead of a CR")
+    return None
+
+
+def patient_key(msg: Message) -> str:
+    """The per-patient routing key: first non-empty PID-3 (then MRG-1) as value@authority."""
+    for seg, field in (("PID", 3), ("MRG", 1)):
+        for rep in msg.repetitions(seg, field):
+            value = msg.decode(msg.component(rep, 1))
+            if value:
+                authority = msg.decode(msg.component(rep, 4)) or msg.decode(
+                    msg.component(rep, 4, 2))
+                return f"{value}@{authority}"
+    return ""

@@ -1,0 +1,3 @@
+"""transcare: composition roots (CLI, processes, web) and shared infrastructure."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,82 @@
+"""The ``transcare`` command line: one composition root per process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from transcare.settings import Settings, SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transcare", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run everything on the embedded default")
+    _service_args(up)
+    for name, text in (("listener", "run the MLLP listener and relay"),
+                       ("worker", "run the stream processors"),
+                       ("web", "run the HTTP API and pages")):
+        _service_args(sub.add_parser(name, help=text))
+    send = sub.add_parser("send", help="send HL7 files over MLLP and print each ACK code")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=None)
+    send.add_argument("--timeout", type=float, default=30.0)
+    send.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations")
+    return p
+
+
+def _service_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--mllp-port", type=int, default=None)
+    p.add_argument("--http-port", type=int, default=None)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env = dict(os.environ)
+    if getattr(args, "data_dir", None):
+        env["TRANSCARE_DATA_DIR"] = str(args.data_dir)
+    settings = load_settings(env)
+    return settings.with_overrides(mllp_port=getattr(args, "mllp_port", None),
+                                   http_port=getattr(args, "http_port", None))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except SettingsError as exc:
+        print(f"transcare: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return int(_dispatch(args, settings) or 0)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from transcare import processes
+
+    command = args.command
+    if command == "db":
+        return processes.db_upgrade(settings)
+    if command == "send":
+        return processes.send_files(args.files, args.host, args.port or settings.mllp_port,
+                                    args.timeout)
+    runners = {"up": processes.run_up, "listener": processes.run_listener,
+               "worker": processes.run_worker, "web": processes.run_web}
+    return runners[command](settings)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Database: SQLAlchemy 2 metadata, engines and Alembic migrations (SQLite and PostgreSQL)."""

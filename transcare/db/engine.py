@@ -1,0 +1,55 @@
+"""Async engine creation with the right settings per backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_SYNC_TO_ASYNC = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+}
+
+
+def async_url(url: str) -> str:
+    """Normalise a database URL to its async driver (sqlite -> aiosqlite, postgresql -> asyncpg)."""
+    parsed = make_url(url)
+    driver = _SYNC_TO_ASYNC.get(parsed.drivername, parsed.drivername)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL", **kw: Any) -> AsyncEngine:
+    """Create the async engine.
+
+    SQLite runs in WAL mode with ``busy_timeout`` so the listener, the worker and the web
+    server can share one file; ``synchronous`` NORMAL survives any process crash (the WAL is
+    in the OS cache) and FULL also survives power loss, at the cost of an fsync per commit.
+    """
+    url = async_url(url)
+    if is_sqlite(url):
+        engine = create_async_engine(url, **kw)
+        _configure_sqlite(engine, sqlite_synchronous)
+        return engine
+    kw.setdefault("pool_size", 10)
+    kw.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kw)
+
+
+def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()

@@ -1,0 +1,77 @@
+"""Kafka adapters on aiokafka: the publisher and topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+log = structlog.get_logger("transcare.kafka")
+
+
+class KafkaPublisher:
+    """Publishes keyed records with acks=all; idempotence only against a real cluster.
+
+    Arguments:
+        bootstrap: ``host:port[,host:port]``.
+        idempotent: enable the idempotent producer (the embedded broker rejects it).
+    """
+
+    def __init__(self, bootstrap: str, idempotent: bool = False) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotent,
+            linger_ms=2, max_batch_size=256 * 1024, request_timeout_ms=15000,
+            max_request_size=4 * 1024 * 1024,
+        )
+
+    async def start(self) -> KafkaPublisher:
+        await self._producer.start()
+        return self
+
+    async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        futures = [await self._producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+
+    async def close(self) -> None:
+        await self._producer.stop()
+
+
+async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+    """Create the topics if missing (keyed by patient, ``partitions`` each)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("kafka.topics_created", topics=[t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+async def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Wait until the broker answers metadata requests, or raise TimeoutError."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"Kafka broker at {bootstrap} not reachable") from None
+            await asyncio.sleep(0.3)
+        finally:
+            try:
+                await admin.close()
+            except Exception:
+                pass

@@ -1,0 +1,43 @@
+"""Prometheus metrics, defined once. Labels never carry PHI (facility ids and codes only).
+
+Under ``transcare up`` every process writes to a shared multiprocess directory
+(``PROMETHEUS_MULTIPROC_DIR``) and the web server's ``/metrics`` aggregates them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter(
+    "transcare_messages_received_total", "HL7 messages received by the listener",
+    ["facility", "type"],
+)
+ACKS_SENT = Counter("transcare_acks_total", "ACKs sent, by ACK code", ["code"])
+REJECTS = Counter(
+    "transcare_rejects_total", "Messages answered AE/AR, by error location and table 0357 code",
+    ["location", "code"],
+)
+DUPLICATES = Counter("transcare_duplicates_total", "Resent messages answered from the store")
+ACK_LATENCY = Histogram(
+    "transcare_ack_latency_seconds", "From a complete frame to its ACK written",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+FRAMING_ERRORS = Counter(
+    "transcare_framing_errors_total", "MLLP framing problems (junk, oversize, partial frame)",
+    ["kind"],
+)
+CONNECTIONS = Gauge(
+    "transcare_mllp_connections", "Open MLLP connections", multiprocess_mode="livesum"
+)
+CONNECTIONS_REFUSED = Counter("transcare_mllp_connections_refused_total",
+                              "Connections closed at once (limit or TLS failure)", ["reason"])
+PUBLISHED = Counter("transcare_relay_published_total", "Stored messages published to adt.raw.v1")
+RELAY_ERRORS = Counter("transcare_relay_errors_total", "Relay publish failures (will retry)")
+EVENTS_NORMALISED = Counter("transcare_events_normalised_total",
+                            "Messages normalised to adt.events.v1", ["type"])
+DEADLETTERS = Counter("transcare_deadletters_total",
+                      "Messages sent to adt.deadletter.v1, by location", ["location"])
+PROCESSING_LATENCY = Histogram(
+    "transcare_processing_latency_seconds", "From receipt to canonical event published",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)

@@ -1,0 +1,111 @@
+"""Process entry points behind the CLI: each builds its part from settings and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from transcare.logs import configure_logging
+from transcare.settings import Settings
+
+log = structlog.get_logger("transcare")
+
+
+def db_upgrade(settings: Settings) -> int:
+    from transcare.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    print(f"database at revision head: {_safe_url(settings.effective_database_url)}")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def run_listener(settings: Settings) -> int:
+    configure_logging(settings.log_level, "listener")
+    _use_uvloop()
+    return asyncio.run(_listener_main(settings))
+
+
+async def _listener_main(settings: Settings) -> int:
+    from adt_listener.app import start_listener
+    from transcare.cli import install_stop_signals
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    listener = await start_listener(settings)
+    for host, port in listener.addresses:
+        print(f"MLLP listener on {host}:{port}", flush=True)
+    await stop.wait()
+    log.info("listener.stopping")
+    await listener.stop()
+    return 0
+
+
+def run_worker(settings: Settings) -> int:
+    configure_logging(settings.log_level, "worker")
+    from transcare.worker import run
+
+    return run(settings)
+
+
+def run_web(settings: Settings) -> int:
+    configure_logging(settings.log_level, "web")
+    from transcare.web.server import run
+
+    return run(settings)
+
+
+def run_up(settings: Settings) -> int:
+    configure_logging(settings.log_level, "up")
+    from transcare.supervisor import run
+
+    return run(settings)
+
+
+def send_files(files: Sequence[Path], host: str, port: int, timeout: float) -> int:
+    """Send every message of every file; print one line per message with its ACK code."""
+    return asyncio.run(_send(files, host, port, timeout))
+
+
+async def _send(files: Sequence[Path], host: str, port: int, timeout: float) -> int:
+    from adt_listener.client import MllpClient
+    from adt_listener.hl7.framing import split_file
+
+    client = await MllpClient.connect(host, port, timeout)
+    failures = 0
+    try:
+        for path in files:
+            for n, message in enumerate(split_file(path.read_bytes()), 1):
+                replies = await client.send(message)
+                codes = "/".join(r.code for r in replies)
+                failures += replies[-1].code not in ("AA", "CA")
+                print(f"{path}#{n}\t{_control_id(message)}\t{codes}", flush=True)
+    finally:
+        await client.close()
+    return 1 if failures else 0
+
+
+def _control_id(message: bytes) -> str:
+    first = message.split(b"\r")[0]
+    fields = first.split(first[3:4]) if len(first) > 3 else []
+    return fields[9].decode("utf-8", "replace") if len(fields) > 9 else ""
+
+
+def _use_uvloop() -> None:
+    if sys.platform != "win32":
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass

@@ -1,0 +1,185 @@
+"""Settings: read once from ``TRANSCARE_*`` environment variables and an optional TOML file.
+
+Every setting has a default (see docs/configuration.md). The result is a frozen object passed
+to each composition root; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the variable or TOML key."""
+
+
+@dataclass(frozen=True)
+class FacilitySettings:
+    """Per sending facility (MSH-4) settings from the TOML ``[facilities.NAME]`` tables."""
+
+    name: str
+    time_zone: str = "America/New_York"
+    allowed_sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    kafka_bootstrap: str = ""
+    broker_port: int = 9092
+    mllp_host: str = "0.0.0.0"
+    mllp_port: int = 2575
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    max_message_bytes: int = 1 << 20
+    idle_timeout_s: float = 300.0
+    max_connections: int = 500
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    default_time_zone: str = "America/New_York"
+    sqlite_synchronous: str = "NORMAL"
+    topic_partitions: int = 8
+    consumer_group: str = "transcare"
+    kafka_idempotence: bool = False
+    # Seconds after which a published but unprocessed message is published again; -1 means
+    # 60 on the embedded (memory-only) broker and never on an external cluster.
+    republish_after_s: float = -1.0
+    require_known_facility: bool = False
+    log_level: str = "INFO"
+    metrics_dir: str = ""
+    config_file: str = ""
+    facilities: Mapping[str, FacilitySettings] = field(default_factory=dict)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'transcare.db'}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def effective_republish_after(self) -> float:
+        if self.republish_after_s >= 0:
+            return self.republish_after_s
+        return 60.0 if self.embedded_broker else 0.0
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    def facility(self, name: str) -> FacilitySettings:
+        return self.facilities.get(name) or FacilitySettings(name, self.default_time_zone)
+
+    def time_zone(self, facility: str) -> ZoneInfo:
+        return ZoneInfo(self.facility(facility).time_zone)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+_ENV: dict[str, tuple[str, Any]] = {
+    "TRANSCARE_DATA_DIR": ("data_dir", Path),
+    "TRANSCARE_DATABASE_URL": ("database_url", str),
+    "TRANSCARE_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
+    "TRANSCARE_BROKER_PORT": ("broker_port", int),
+    "TRANSCARE_MLLP_HOST": ("mllp_host", str),
+    "TRANSCARE_MLLP_PORT": ("mllp_port", int),
+    "TRANSCARE_HTTP_HOST": ("http_host", str),
+    "TRANSCARE_HTTP_PORT": ("http_port", int),
+    "TRANSCARE_MAX_MESSAGE_BYTES": ("max_message_bytes", int),
+    "TRANSCARE_IDLE_TIMEOUT": ("idle_timeout_s", float),
+    "TRANSCARE_MAX_CONNECTIONS": ("max_connections", int),
+    "TRANSCARE_TLS_CERT": ("tls_cert", str),
+    "TRANSCARE_TLS_KEY": ("tls_key", str),
+    "TRANSCARE_TLS_CLIENT_CA": ("tls_client_ca", str),
+    "TRANSCARE_TIME_ZONE": ("default_time_zone", str),
+    "TRANSCARE_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", str),
+    "TRANSCARE_TOPIC_PARTITIONS": ("topic_partitions", int),
+    "TRANSCARE_CONSUMER_GROUP": ("consumer_group", str),
+    "TRANSCARE_KAFKA_IDEMPOTENCE": ("kafka_idempotence", _bool),
+    "TRANSCARE_REPUBLISH_AFTER": ("republish_after_s", float),
+    "TRANSCARE_REQUIRE_KNOWN_FACILITY": ("require_known_facility", _bool),
+    "TRANSCARE_LOG_LEVEL": ("log_level", str),
+    "TRANSCARE_METRICS_DIR": ("metrics_dir", str),
+    "TRANSCARE_CONFIG": ("config_file", str),
+}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from the environment (default: ``os.environ``) and the TOML file.
+
+    The TOML file (``TRANSCARE_CONFIG``, else ``<data dir>/transcare.toml`` when present) may
+    hold ``[listener]``-style keys with the same names as the fields and ``[facilities.NAME]``
+    tables; environment variables win over the file.
+
+    Raises:
+        SettingsError: a value has the wrong type, or a time zone is unknown.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for var, (name, kind) in _ENV.items():
+        if env.get(var, "") != "":
+            try:
+                values[name] = kind(env[var])
+            except ValueError as exc:
+                raise SettingsError(f"{var}={env[var]!r}: {exc}") from exc
+    settings = Settings(**values)
+    path = Path(settings.config_file) if settings.config_file else settings.data_dir / "transcare.toml"
+    if settings.config_file or path.is_file():
+        settings = _apply_toml(settings, path, set(values))
+    _check_zones(settings)
+    return settings
+
+
+def _apply_toml(settings: Settings, path: Path, from_env: set[str]) -> Settings:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path}: {exc}") from exc
+    known = {name: kind for name, kind in _ENV.values()}
+    changes: dict[str, Any] = {}
+    for section in ("service", "listener", "database", "kafka", "web"):
+        for key, value in doc.get(section, {}).items():
+            if key not in known:
+                raise SettingsError(f"config file {path}: [{section}] {key} is not a setting")
+            if key not in from_env:
+                changes[key] = known[key](value)
+    facilities = {
+        name: FacilitySettings(
+            name=name,
+            time_zone=str(table.get("time_zone", settings.default_time_zone)),
+            allowed_sources=tuple(table.get("allowed_sources", ())),
+        )
+        for name, table in doc.get("facilities", {}).items()
+    }
+    return replace(settings, facilities=facilities, **changes)
+
+
+def _check_zones(settings: Settings) -> None:
+    zones = [("TRANSCARE_TIME_ZONE", settings.default_time_zone)] + [
+        (f"[facilities.{f.name}] time_zone", f.time_zone) for f in settings.facilities.values()
+    ]
+    for where, zone in zones:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise SettingsError(f"{where}: unknown time zone {zone!r}") from exc
