@@ -155,4 +155,8 @@ def _rejected(verdict: Verdict, reason: str) -> Verdict:
 
 
 def _reason(error: AckError | None) -> str | None:
-    return f"{error.location}: {error.reason}" if error else None
+    """The stored reason: names the location (``PID-3: ...``) once."""
+    if error is None:
+        return None
+    where = str(error.location)
+    return error.reason if error.reason.startswith(where) else f"{where}: {error.reason}"

@@ -33,6 +33,8 @@ class Settings:
     data_dir: Path = Path("./data")
     database_url: str = ""
     kafka_bootstrap: str = ""
+    # Set by `transcare up` for its children: the bootstrap names the embedded broker.
+    broker_embedded: bool = False
     broker_port: int = 9092
     mllp_host: str = "0.0.0.0"
     mllp_port: int = 2575
@@ -52,6 +54,11 @@ class Settings:
     # Seconds after which a published but unprocessed message is published again; -1 means
     # 60 on the embedded (memory-only) broker and never on an external cluster.
     republish_after_s: float = -1.0
+    # Consumer-group timing; -1 means short (fast rebalances) on the embedded broker, Kafka's
+    # usual values on a cluster. The embedded broker completes a join only after the
+    # rebalance timeout, and a dead member leaves the group after the session timeout.
+    kafka_rebalance_timeout_s: float = -1.0
+    kafka_session_timeout_s: float = -1.0
     require_known_facility: bool = False
     log_level: str = "INFO"
     metrics_dir: str = ""
@@ -64,13 +71,25 @@ class Settings:
 
     @property
     def embedded_broker(self) -> bool:
-        return not self.kafka_bootstrap
+        return self.broker_embedded or not self.kafka_bootstrap
 
     @property
     def effective_republish_after(self) -> float:
         if self.republish_after_s >= 0:
             return self.republish_after_s
         return 60.0 if self.embedded_broker else 0.0
+
+    @property
+    def rebalance_timeout(self) -> float:
+        if self.kafka_rebalance_timeout_s > 0:
+            return self.kafka_rebalance_timeout_s
+        return 3.0 if self.embedded_broker else 60.0
+
+    @property
+    def session_timeout(self) -> float:
+        if self.kafka_session_timeout_s > 0:
+            return self.kafka_session_timeout_s
+        return 6.0 if self.embedded_broker else 45.0
 
     @property
     def bootstrap(self) -> str:
@@ -101,6 +120,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_DATABASE_URL": ("database_url", str),
     "TRANSCARE_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
     "TRANSCARE_BROKER_PORT": ("broker_port", int),
+    "TRANSCARE_BROKER_EMBEDDED": ("broker_embedded", _bool),
     "TRANSCARE_MLLP_HOST": ("mllp_host", str),
     "TRANSCARE_MLLP_PORT": ("mllp_port", int),
     "TRANSCARE_HTTP_HOST": ("http_host", str),
@@ -117,6 +137,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_CONSUMER_GROUP": ("consumer_group", str),
     "TRANSCARE_KAFKA_IDEMPOTENCE": ("kafka_idempotence", _bool),
     "TRANSCARE_REPUBLISH_AFTER": ("republish_after_s", float),
+    "TRANSCARE_KAFKA_REBALANCE_TIMEOUT": ("kafka_rebalance_timeout_s", float),
+    "TRANSCARE_KAFKA_SESSION_TIMEOUT": ("kafka_session_timeout_s", float),
     "TRANSCARE_REQUIRE_KNOWN_FACILITY": ("require_known_facility", _bool),
     "TRANSCARE_LOG_LEVEL": ("log_level", str),
     "TRANSCARE_METRICS_DIR": ("metrics_dir", str),

@@ -159,6 +159,9 @@ class Message:
         reps = self.repetitions(segment, number, occurrence)
         if rep >= len(reps):
             return ""
+        if segment == "MSH" and number in (1, 2):
+            # MSH-1 and MSH-2 hold the delimiters themselves: never split into components.
+            return reps[0] if component == 1 and sub == 1 else ""
         return self.component(reps[rep], component, sub)
 
     def get(

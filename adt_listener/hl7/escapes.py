@@ -35,7 +35,10 @@ def unescape(value: str, d: Delimiters) -> str:
 
 def _decode_one(code: str, d: Delimiters, original: str) -> str:
     simple = {"F": d.field, "S": d.component, "T": d.subcomponent, "R": d.repetition,
-              "E": d.escape, "P": d.truncation, "H": "", "N": ""}
+              "E": d.escape, "H": "", "N": ""}
+    if d.truncation:
+        # \P\ exists only when MSH-2 declares a truncation character (v2.7+).
+        simple["P"] = d.truncation
     if code in simple:
         return simple[code]
     if code == ".br":

@@ -1,0 +1,134 @@
+"""HL7 v2 date and time values (DTM, TS, DT) parsed into Python datetimes and dates.
+
+Pure functions; nothing here reads the clock or the environment. The accepted shape is
+
+    YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]
+
+with surrounding blanks ignored. A TS handed over whole (``value^precision``, HL7 2.3-2.5) is
+read by its first component; callers holding a :class:`~adt_listener.hl7.er7.Message` should
+pass component 1 themselves, since the message may use another component separator.
+
+One sender quirk is tolerated: fractional seconds written without the dot
+(``20110613122406637``, as Mirth's sample feeds do) are read as ``.637``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+_SHAPE = "YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+/-ZZZZ]"
+_DTM = re.compile(
+    r"(?P<year>\d{4})"
+    r"(?:(?P<month>\d{2})(?:(?P<day>\d{2})(?:(?P<hour>\d{2})(?:(?P<minute>\d{2})"
+    r"(?:(?P<second>\d{2})(?:\.?(?P<fraction>\d{1,4}))?)?)?)?)?)?"
+    r"(?P<offset>[+-]\d{4})?",
+    re.ASCII,
+)
+
+
+class TimestampError(ValueError):
+    """A value is not a valid HL7 date or time; the message says what is wrong with it."""
+
+
+def parse_hl7_datetime(value: str, tz: ZoneInfo) -> datetime | None:
+    """Parse an HL7 DTM/TS value into an aware datetime.
+
+    Missing parts default to the start of the period (``2013`` is 2013-01-01 00:00). A value with
+    a UTC offset keeps that offset. A value without one is local time in the facility zone
+    ``tz``, resolved deterministically:
+
+    * an ambiguous time (the repeated hour when clocks go back) takes the first occurrence,
+      ``fold=0`` (01:30 on 2024-11-03 in New York is 01:30-04:00);
+    * a nonexistent time (the skipped hour when clocks go forward) is shifted forward by the
+      length of the gap (02:30 on 2024-03-10 in New York becomes 03:30-04:00).
+
+    Arguments:
+        value: the field text, escapes already decoded; ``''`` (or blanks) means no value.
+        tz: the facility time zone used when the value carries no offset.
+
+    Returns:
+        The aware datetime, or None for an empty value.
+
+    Raises:
+        TimestampError: the value does not have the HL7 shape, or a part is out of range
+            (month 13, 31 February, hour 24, offset +2500).
+    """
+    text = _first_component(value)
+    if not text:
+        return None
+    naive, offset = _parse(text)
+    if offset is not None:
+        return naive.replace(tzinfo=offset)
+    return localise(naive, tz)
+
+
+def parse_hl7_date(value: str) -> date | None:
+    """Parse an HL7 DT value (``YYYY[MM[DD]]``), or a DTM, into a date.
+
+    A DTM is cut to its date as written: the offset, if any, is not applied, so a birth date
+    ``198808181126+0215`` is 1988-08-18.
+
+    Returns:
+        The date, or None for an empty value.
+
+    Raises:
+        TimestampError: as :func:`parse_hl7_datetime`.
+    """
+    text = _first_component(value)
+    if not text:
+        return None
+    naive, _ = _parse(text)
+    return naive.date()
+
+
+def localise(naive: datetime, tz: ZoneInfo) -> datetime:
+    """Resolve a naive local time in ``tz``: fold=0 when ambiguous, shifted forward in a gap.
+
+    The result carries the fixed UTC offset in force (``timezone(utcoffset)``), not ``tz``
+    itself: Python never finds an ambiguous ZoneInfo time equal to a time in another zone
+    (PEP 495), which would make the same instant compare unequal downstream.
+    """
+    aware = naive.replace(tzinfo=tz, fold=0)
+    round_trip = aware.astimezone(UTC).astimezone(tz)
+    if round_trip.replace(tzinfo=None) != naive:
+        aware = round_trip  # nonexistent local time: the wall clock after the gap
+    offset = aware.utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return aware.replace(tzinfo=timezone(offset))
+
+
+def _first_component(value: str) -> str:
+    return value.split("^", 1)[0].strip()
+
+
+def _parse(text: str) -> tuple[datetime, timezone | None]:
+    match = _DTM.fullmatch(text)
+    if match is None:
+        raise TimestampError(f"{text!r} is not an HL7 date/time, expected {_SHAPE}")
+    parts = match.groupdict()
+    fraction = parts["fraction"] or ""
+    try:
+        naive = datetime(
+            int(parts["year"]),
+            int(parts["month"] or 1),
+            int(parts["day"] or 1),
+            int(parts["hour"] or 0),
+            int(parts["minute"] or 0),
+            int(parts["second"] or 0),
+            int(fraction.ljust(6, "0")) if fraction else 0,
+        )
+    except ValueError as exc:
+        raise TimestampError(f"{text!r} is out of range: {exc}") from exc
+    return naive, _offset(parts["offset"], text)
+
+
+def _offset(raw: str | None, text: str) -> timezone | None:
+    if raw is None:
+        return None
+    hours, minutes = int(raw[1:3]), int(raw[3:5])
+    if hours > 23 or minutes > 59:
+        raise TimestampError(f"{text!r} has an out-of-range UTC offset {raw}")
+    delta = timedelta(hours=hours, minutes=minutes)
+    return timezone(-delta if raw[0] == "-" else delta)

@@ -1,0 +1,97 @@
+"""The normaliser's handler: one ``adt.raw.v1`` record in, an event or a dead letter out.
+
+Pure: no Kafka, no database. The faust agent in :mod:`transcare.worker` decodes, calls
+:func:`normalise`, publishes the result and records the message's outcome in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+
+from adt_listener.hl7.er7 import Er7Error, Message
+from adt_listener.mapping import MappingError, to_adt_event
+from adt_listener.store import DEADLETTERED, PROCESSED, Outcome
+from schemas.adt_event import AdtEvent, DeadLetter, RawMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    """The result for one record: exactly one of ``event`` and ``deadletter`` is set.
+
+    ``outcome`` is None when the record was unreadable and names no stored message.
+    """
+
+    key: bytes
+    event: AdtEvent | None
+    deadletter: DeadLetter | None
+    outcome: Outcome | None
+    received_at: datetime | None = None
+
+    @property
+    def value(self) -> bytes:
+        model = self.event if self.event is not None else self.deadletter
+        assert model is not None
+        return model.model_dump_json().encode("utf-8")
+
+
+def normalise(key: bytes, value: bytes, time_zone: Callable[[str], ZoneInfo],
+              now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Normalised:
+    """Map one raw record. Never raises: anything that cannot be mapped is a dead letter."""
+    try:
+        raw = RawMessage.model_validate_json(value)
+    except ValidationError as exc:
+        return _unreadable(key, exc, now())
+    try:
+        event = to_adt_event(Message(raw.text), message_id=raw.message_id,
+                             received_at=raw.received_at, tz=time_zone(raw.sending_facility))
+    except MappingError as exc:
+        return _dead(key, raw, exc.reason, exc.segment, exc.field, now())
+    except Er7Error as exc:
+        return _dead(key, raw, exc.reason, exc.segment, exc.field, now())
+    except (ValueError, LookupError) as exc:  # a defect in mapping must not stop the stream
+        return _dead(key, raw, f"unmappable message: {type(exc).__name__}", None, None, now())
+    outcome = Outcome(raw.message_id, PROCESSED)
+    return Normalised(key, event, None, outcome, raw.received_at)
+
+
+def _dead(key: bytes, raw: RawMessage, reason: str, segment: str | None, field: int | None,
+          at: datetime) -> Normalised:
+    letter = DeadLetter(
+        message_id=raw.message_id, facility=raw.sending_facility,
+        control_id=raw.control_id or None, reason=reason, segment=segment, field=field,
+        received_at=raw.received_at, deadlettered_at=at,
+    )
+    where = f"{segment}-{field}" if segment and field else (segment or "message")
+    return Normalised(key, None, letter, Outcome(raw.message_id, DEADLETTERED,
+                                                 f"{where}: {reason}"), raw.received_at)
+
+
+def _unreadable(key: bytes, exc: ValidationError, at: datetime) -> Normalised:
+    message_id = _message_id(key)
+    letter = DeadLetter(message_id=message_id or 0, reason="record is not a raw_message.v1 "
+                        f"envelope ({exc.error_count()} errors)", received_at=at,
+                        deadlettered_at=at)
+    return Normalised(key, None, letter, None)
+
+
+def _message_id(key: bytes) -> int | None:
+    text = key.decode("utf-8", "replace")
+    return int(text[4:]) if text.startswith("msg-") and text[4:].isdigit() else None
+
+
+def location(result: Normalised) -> str:
+    """Metrics label for a dead letter: ``PV1-45``, ``MSH`` or ``envelope``."""
+    d = result.deadletter
+    if d is None:
+        return ""
+    if d.segment and d.field:
+        return f"{d.segment}-{d.field}"
+    return d.segment or "envelope"
+
+
+__all__ = ["Normalised", "normalise", "location"]

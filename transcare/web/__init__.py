@@ -1,0 +1,1 @@
+"""The HTTP surface: JSON API, health endpoints, Prometheus metrics and pages."""

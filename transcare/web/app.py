@@ -1,0 +1,136 @@
+"""``create_app(settings)``: the FastAPI application. Nothing connects at import time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from adt_listener.store import SqlAlchemyMessageStore, StoredMessage
+from transcare import __version__
+from transcare.db.engine import create_engine
+from transcare.settings import Settings
+from transcare.web.dashboard import render_dashboard
+from transcare.web.metrics_view import render_metrics
+
+Status = Literal["accepted", "processed", "deadlettered", "rejected"]
+
+
+class MessageOut(BaseModel):
+    """A stored message as the API shows it: metadata only, never the message content."""
+
+    id: int
+    facility: str
+    control_id: str | None
+    type: str
+    received_at: datetime
+    ack_code: str
+    status: Status
+    reason: str | None
+    published_at: datetime | None
+    processed_at: datetime | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _out(m: StoredMessage) -> MessageOut:
+    return MessageOut(
+        id=m.id, facility=m.sending_facility, control_id=m.control_id, type=m.message_type,
+        received_at=_utc(m.received_at) or datetime.now(UTC), ack_code=m.ack_code,
+        status=m.status,  # type: ignore[arg-type]
+        reason=m.reason, published_at=_utc(m.published_at), processed_at=_utc(m.processed_at),
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = create_engine(settings.effective_database_url,
+                           sqlite_synchronous=settings.sqlite_synchronous)
+    store = SqlAlchemyMessageStore(engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(title="transcare", version=__version__, lifespan=lifespan,
+                  description="Transitional-care service: ADT ingest, episodes, follow-up.")
+
+    @app.get("/api/messages", response_model=list[MessageOut], tags=["messages"])
+    async def list_messages(
+        control_id: str | None = None, facility: str | None = None,
+        status: Status | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before_id: Annotated[int | None, Query(ge=1, description="page: ids below this")] = None,
+    ) -> list[MessageOut]:
+        """Stored messages, newest first: id, facility, control id, type, received time,
+        ACK code, status and the reason for a rejection or dead letter."""
+        rows = await store.find(control_id=control_id, facility=facility, status=status,
+                                limit=limit, before_id=before_id)
+        return [_out(r) for r in rows]
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Health:
+        """Liveness: the web process is serving."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"],
+             responses={503: {"model": Health}})
+    async def readyz() -> JSONResponse:
+        """Readiness: the database answers and the Kafka broker accepts connections."""
+        checks = {"database": await _database_ok(engine),
+                  "broker": await _broker_ok(settings.bootstrap)}
+        ok = all(v == "ok" for v in checks.values())
+        body = Health(status="ok" if ok else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text format: every process's metrics plus store-derived gauges."""
+        body, content_type = render_metrics(await store.backlog(), await store.count_by_status())
+        return PlainTextResponse(body, media_type=content_type)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard(request: Request) -> HTMLResponse:
+        counts = await store.count_by_status()
+        recent = await store.find(limit=15, status="rejected")
+        dead = await store.find(limit=15, status="deadlettered")
+        return HTMLResponse(render_dashboard(counts, await store.backlog(), recent + dead))
+
+    return app
+
+
+async def _database_ok(engine: object) -> str:
+    try:
+        async with engine.connect() as conn:  # type: ignore[attr-defined]
+            await conn.execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}"
+
+
+async def _broker_ok(bootstrap: str) -> str:
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+            writer.close()
+            return "ok"
+        except (OSError, TimeoutError, ValueError):
+            continue
+    return f"unavailable: no broker answers at {bootstrap}"

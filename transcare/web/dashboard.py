@@ -1,0 +1,54 @@
+"""The ops page at ``/``: message counts, relay backlog and the latest rejects and dead letters.
+
+Metadata only (facility, control id, type, reason): no PHI. It refreshes itself every 5 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from adt_listener.store import StoredMessage
+
+_STYLE = """
+body{font:14px system-ui,sans-serif;margin:24px;color:#1d2733;background:#f6f8fa}
+h1{font-size:20px;margin:0 0 16px} h2{font-size:15px;margin:24px 0 8px}
+.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #d8dee4;border-radius:8px;padding:12px 16px;min-width:130px}
+.card b{display:block;font-size:24px} .card span{color:#57606a}
+.bad b{color:#b42318} table{border-collapse:collapse;background:#fff;width:100%}
+td,th{border:1px solid #d8dee4;padding:6px 8px;text-align:left;font-size:13px}
+th{background:#eef1f4} a{color:#0b5cad}
+"""
+
+
+def _card(label: str, value: int, bad: bool = False) -> str:
+    cls = "card bad" if bad and value else "card"
+    return f'<div class="{cls}"><b>{value}</b><span>{escape(label)}</span></div>'
+
+
+def _row(m: StoredMessage) -> str:
+    cells = [str(m.id), m.received_at.strftime("%Y-%m-%d %H:%M:%S"), m.sending_facility,
+             m.control_id or "", m.message_type, m.ack_code, m.status, m.reason or ""]
+    return "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
+
+
+def render_dashboard(counts: dict[str, int], backlog: int,
+                     problems: Sequence[StoredMessage]) -> str:
+    cards = "".join([
+        _card("processed", counts.get("processed", 0)),
+        _card("accepted, in flight", counts.get("accepted", 0)),
+        _card("relay backlog", backlog, bad=backlog > 1000),
+        _card("rejected (AE/AR)", counts.get("rejected", 0), bad=True),
+        _card("dead letters", counts.get("deadlettered", 0), bad=True),
+    ])
+    rows = "".join(_row(m) for m in sorted(problems, key=lambda m: -m.id)) or (
+        '<tr><td colspan="8">none</td></tr>')
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="5"><title>transcare ops</title><style>{_STYLE}</style></head>
+<body><h1>transcare &middot; ADT stream</h1><div class="cards">{cards}</div>
+<h2>Latest rejects and dead letters</h2>
+<table><tr><th>id</th><th>received (UTC)</th><th>facility</th><th>control id</th><th>type</th>
+<th>ACK</th><th>status</th><th>reason</th></tr>{rows}</table>
+<p><a href="/metrics">Prometheus metrics</a> &middot; <a href="/api/messages">messages API</a>
+&middot; <a href="/docs">API docs</a> &middot; <a href="/readyz">readiness</a></p></body></html>"""

@@ -1,0 +1,121 @@
+"""Composition root of the stream worker: the faust app and its agents.
+
+``create_app(settings)`` builds the app; nothing connects at import time. The normaliser agent
+is thin: decode, call :func:`adt_listener.normaliser.normalise`, publish, record the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import faust
+import structlog
+
+from adt_listener.normaliser import Normalised, location, normalise
+from adt_listener.store import SqlAlchemyMessageStore
+from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW
+from transcare import metrics
+from transcare.db.engine import create_engine
+from transcare.settings import Settings
+
+log = structlog.get_logger("transcare.worker")
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The faust app with the normaliser agent, configured from settings."""
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        datadir=str(settings.data_dir / "worker"),
+        consumer_auto_offset_reset="earliest",
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 4),
+        producer_acks=-1,
+        logging_config=None,
+        loghandlers=[],
+    )
+    if settings.kafka_idempotence:
+        app.conf.producer_enable_idempotence = True
+    _normaliser(app, settings)
+    return app
+
+
+def _normaliser(app: faust.App, settings: Settings) -> None:
+    raw = app.topic(ADT_RAW.name, key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")
+    events = app.topic(ADT_EVENTS.name, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    dead = app.topic(ADT_DEADLETTER.name, key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw")
+    state: dict[str, Any] = {}
+
+    @lru_cache(maxsize=1024)
+    def time_zone(facility: str) -> ZoneInfo:
+        return settings.time_zone(facility)
+
+    async def store() -> SqlAlchemyMessageStore:
+        if "store" not in state:
+            state["store"] = SqlAlchemyMessageStore(create_engine(
+                settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous))
+        return state["store"]  # type: ignore[no-any-return]
+
+    @app.agent(raw, name="adt-normaliser")
+    async def normaliser(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(500, within=0.05):
+            results = [normalise(e.key or b"", e.value, time_zone) for e in batch]
+            await _publish(results, events, dead)
+            await _record(await store(), results)
+
+
+async def _publish(results: list[Normalised], events: Any, dead: Any) -> None:
+    futures = []
+    for r in results:
+        topic = events if r.event is not None else dead
+        futures.append(await topic.send(key=r.key, value=r.value))
+    await asyncio.gather(*futures)
+    now = datetime.now(UTC)
+    for r in results:
+        if r.event is not None:
+            metrics.EVENTS_NORMALISED.labels(r.event.header.trigger_event or "").inc()
+        else:
+            metrics.DEADLETTERS.labels(location(r)).inc()
+            log.warning("normaliser.deadlettered", message_id=r.deadletter.message_id
+                        if r.deadletter else None, location=location(r))
+        if r.received_at is not None:
+            metrics.PROCESSING_LATENCY.observe(max(0.0, (now - r.received_at).total_seconds()))
+
+
+async def _record(store: SqlAlchemyMessageStore, results: list[Normalised]) -> None:
+    outcomes = [r.outcome for r in results if r.outcome is not None]
+    started = time.monotonic()
+    while True:
+        try:
+            await store.record_outcomes(outcomes, datetime.now(UTC))
+            return
+        except Exception as exc:  # database busy or down: retry, never drop an outcome
+            log.warning("normaliser.record_failed", error=type(exc).__name__,
+                        waited=round(time.monotonic() - started, 1))
+            await asyncio.sleep(1.0)
+
+
+def run(settings: Settings) -> int:
+    """Run the worker until SIGINT/SIGTERM."""
+    from transcare.processes import _use_uvloop
+
+    _use_uvloop()
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level if settings.log_level == "DEBUG" else "WARNING",
+                          quiet=True, redirect_stdouts=False)
+    print(f"worker consuming {ADT_RAW.name} from {settings.bootstrap}", flush=True)
+    worker.execute_from_commandline()
+    return 0
