@@ -85,6 +85,9 @@ class Responder:
             frames.append(build_ack(header, commit, self._next_id(), now, error))
         if _wanted(verdict.application_ack or "AL", code == "AA"):
             frames.append(build_ack(header, code, self._next_id(), now, error))
+        if not frames:
+            # MLLP is request/response: every frame gets an answer, even under NE/NE.
+            frames.append(build_ack(header, commit, self._next_id(), now, error))
         return frames
 
     def _policy(self, verdict: Verdict, peer: str) -> Verdict:

@@ -29,12 +29,18 @@ def ack_code(payload: bytes) -> str:
 
 def expects_application_ack(message: bytes, commit_code: str) -> bool:
     """After a commit ACK, whether MSH-16 asks for an application ACK too (table 0155)."""
-    first = message.replace(b"\n", b"\r").split(b"\r")[0]
+    first = message.lstrip(b"\xef\xbb\xbf").replace(b"\n", b"\r").split(b"\r")[0]
     fields = first.split(first[3:4]) if len(first) > 3 else []
+    accept = fields[14].decode("ascii", "replace") if len(fields) > 14 else ""
     condition = fields[15].decode("ascii", "replace") if len(fields) > 15 else ""
     ok = commit_code == "CA"
-    return (condition or "AL") == "AL" or (condition == "ER" and not ok) or (
-        condition == "SU" and ok)
+
+    def wanted(cond: str) -> bool:
+        return (cond or "AL") == "AL" or (cond == "ER" and not ok) or (cond == "SU" and ok)
+
+    # The listener always answers; the commit ACK is skipped only when the application ACK
+    # is sent instead, so a commit ACK is followed by one only when both are wanted.
+    return wanted(accept) and wanted(condition)
 
 
 class MllpClient:

@@ -28,6 +28,7 @@ _EVENT_CODE = re.compile(r"^[A-Z0-9]{3}$")
 _VERSION = re.compile(r"^2\.\d+(\.\d+)?$")
 _GLUED = re.compile(r" (EVN|PID|PD1|ROL|NK1|PV1|PV2|DG1|IN1|IN2|GT1|AL1|OBX|MRG|ZPI)\|")
 _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
+_TRAILERS = frozenset({"BTS", "FTS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +141,11 @@ def _header_problem(msg: Message, mtype: str, trigger: str) -> tuple[str, AckErr
 
 
 def _body_problem(msg: Message, trigger: str, text: str) -> tuple[str, AckError] | None:
-    for name in _BATCH_SEGMENTS:
-        if msg.has(name):
+    names = [seg[0] for seg in msg.segments]
+    while names and names[-1] in _TRAILERS:
+        names.pop()  # a batch trailer after the last segment is tolerated (BTS without BHS)
+    for name in names:
+        if name in _BATCH_SEGMENTS:
             return _reject("AE", name, None, 100, f"{name} batch segment found inside a message")
     if msg.count("EVN") > 1:
         return _reject("AE", "EVN", None, 100, "EVN segment repeated")

@@ -32,21 +32,37 @@ def is_batch(payload: bytes) -> bool:
 def split_batch(payload: bytes) -> Batch:
     """Split a batch payload into messages.
 
-    Envelope segments before the first MSH and after the last message are dropped; one that
-    appears between an MSH and the next MSH stays inside that message, where the listener
-    rejects it. Lines before the first MSH that are not envelope segments mark the batch stray.
+    An envelope segment (FHS, BHS, BTS, FTS) is dropped where a batch boundary can be: when the
+    next non-envelope segment is an MSH, or there is none. One that sits inside a message (the
+    next segment is not an MSH) stays in that message, where the listener rejects it. Lines
+    before the first MSH that are not envelope segments mark the batch stray.
     """
     lines = [ln for ln in _LINES.split(payload.lstrip(b"\xef\xbb\xbf")) if ln.strip()]
-    while lines and lines[-1][:3] in _TRAILERS:
-        lines.pop()
+    boundary = _boundaries(lines)
     header = lines[0] if lines else b""
     messages: list[list[bytes]] = []
     stray = False
-    for line in lines:
+    for i, line in enumerate(lines):
         if line[:3] == b"MSH":
             messages.append([line])
+        elif i in boundary:
+            continue
         elif messages:
             messages[-1].append(line)
-        elif line[:3] not in _HEADERS:
+        else:
             stray = True
     return Batch(header, [b"\r".join(m) + b"\r" for m in messages], stray)
+
+
+def _boundaries(lines: list[bytes]) -> set[int]:
+    """Indexes of envelope segments followed (past other envelope segments) by MSH or nothing."""
+    result: set[int] = set()
+    next_is_msh = True  # scanning backwards: what follows the current line
+    for i in range(len(lines) - 1, -1, -1):
+        head = lines[i][:3]
+        if head in _HEADERS or head in _TRAILERS:
+            if next_is_msh:
+                result.add(i)
+        else:
+            next_is_msh = head == b"MSH"
+    return result

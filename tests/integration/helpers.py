@@ -1,0 +1,56 @@
+"""Helpers for integration tests: reading the store and the event topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+
+def store_rows(db: Path, where: str = "1=1") -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(f"SELECT * FROM messages WHERE {where} ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+async def wait_until_settled(db: Path, timeout_s: float = 90.0) -> None:
+    """Wait until no stored message is still 'accepted' (each is processed or dead-lettered)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = len(store_rows(db, "status = 'accepted'"))
+        if pending == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pending} messages still not processed after {timeout_s}s")
+        await asyncio.sleep(0.25)
+
+
+async def read_events(bootstrap: str, topic: str, event_ids: set[str],
+                      timeout_s: float = 30.0) -> dict[str, list[dict[str, object]]]:
+    """Consume ``topic`` from the start until every event id was seen (or time runs out).
+
+    Event ids (``MSH-4|MSH-10``) rather than store ids: tests share the broker, not the store.
+    """
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    seen: dict[str, list[dict[str, object]]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not event_ids <= set(seen):
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    if value["event_id"] in event_ids:
+                        seen.setdefault(value["event_id"], []).append(value)
+    finally:
+        await consumer.stop()
+    return seen
