@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--port", type=int, default=None)
     send.add_argument("--timeout", type=float, default=30.0)
     send.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    validate = sub.add_parser("validate", help="strict HL7 validation of sample files "
+                              "(hl7apy), for onboarding a feed")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations")
@@ -64,6 +67,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
     if command == "db":
         return processes.db_upgrade(settings)
+    if command == "validate":
+        return processes.validate_files(args.files)
     if command == "send":
         return processes.send_files(args.files, args.host, args.port or settings.mllp_port,
                                     args.timeout)

@@ -95,6 +95,27 @@ async def _send(files: Sequence[Path], host: str, port: int, timeout: float) -> 
     return 1 if failures else 0
 
 
+def validate_files(files: Sequence[Path]) -> int:
+    """Print hl7apy's strict findings for every message of every file; 1 if any."""
+    from adt_listener.hl7.charset import CharsetError, decode_message
+    from adt_listener.hl7.framing import split_file
+    from adt_listener.onboarding import Finding, validate_strict
+
+    problems = 0
+    for path in files:
+        for n, message in enumerate(split_file(path.read_bytes()), 1):
+            try:
+                findings = validate_strict(decode_message(message)[0])
+            except CharsetError as exc:
+                findings = [Finding("MSH-18", exc.reason)]
+            problems += bool(findings)
+            status = "ok" if not findings else f"{len(findings)} problem(s)"
+            print(f"{path}#{n}\t{_control_id(message)}\t{status}")
+            for f in findings:
+                print(f"    {f.where}: {f.problem}")
+    return 1 if problems else 0
+
+
 def _control_id(message: bytes) -> str:
     first = message.split(b"\r")[0]
     fields = first.split(first[3:4]) if len(first) > 3 else []
