@@ -14,8 +14,8 @@ from adt_listener.relay import Publisher, Relay
 from adt_listener.server import MllpServer, ServerLimits
 from adt_listener.store import SqlAlchemyMessageStore
 from adt_listener.writer import StoreWriter
-from transcare.db.engine import create_engine
 from schemas.topics import ALL_TOPICS
+from transcare.db.engine import create_engine
 from transcare.kafka import KafkaPublisher, ensure_topics
 from transcare.settings import Settings
 

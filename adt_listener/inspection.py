@@ -77,7 +77,8 @@ def inspect(raw: bytes) -> Verdict:
     try:
         text, codec = decode_message(raw)
     except CharsetError as exc:
-        return Verdict("AR", AckError(ErrorLocation("MSH", 18), 102, exc.reason), EchoHeader())
+        reason = exc.reason if "MSH-18" in exc.reason else f"MSH-18 {exc.charset}: {exc.reason}"
+        return Verdict("AR", AckError(ErrorLocation("MSH", 18), 102, reason), EchoHeader())
     try:
         msg = Message(text)
     except Er7Error as exc:

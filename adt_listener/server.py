@@ -15,14 +15,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 from datetime import UTC, datetime
+from typing import cast
 
 import structlog
 
 from adt_listener.acknowledge import Responder
 from adt_listener.hl7.framing import Frame, FrameTooLarge, JunkDiscarded, MllpDecoder, wrap
-from adt_listener.writer import StoreWriter
 from transcare import metrics
 
 log = structlog.get_logger("adt_listener.server")

@@ -94,7 +94,8 @@ def build_ack(
         trigger, ack_control_id, header.processing_id or "P", header.version or "2.5",
         "", "", "", "", "", header.character_set,
     ]).rstrip(f)
-    msa = [f"MSA{f}{code}{f}{escape(header.control_id, d)}"]
+    # MSA-2 echoes MSH-10 exactly as received (raw: its escapes are already in the sender's form).
+    msa = [f"MSA{f}{code}{f}{header.control_id}"]
     segments = [msh]
     if error is None:
         segments.append(msa[0])

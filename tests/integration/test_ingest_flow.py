@@ -162,7 +162,7 @@ async def _stream(port: int, prefix: str, count: int, acked: list[str]) -> None:
             replies = await client.send(msg)
             if replies[0].code == "AA":
                 acked.append(control)
-    except (ConnectionError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, ConnectionError, OSError):
         return
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -13,7 +15,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
+from sqlalchemy.engine import Dialect
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -22,6 +26,25 @@ NAMING = {
 }
 metadata = MetaData(naming_convention=NAMING)
 
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes stored as UTC and always read back aware (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database: use an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 # Primary keys: BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -29,7 +52,7 @@ messages = Table(
     "messages",
     metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     Column("sending_facility", String(180), nullable=False, default=""),
     # MSH-10; NULL when the message had none (NULLs never collide in the unique index).
     Column("control_id", String(199), nullable=True),
@@ -44,8 +67,8 @@ messages = Table(
     # accepted | processed | deadlettered | rejected
     Column("status", String(16), nullable=False),
     Column("reason", Text, nullable=True),
-    Column("published_at", DateTime(timezone=True), nullable=True),
-    Column("processed_at", DateTime(timezone=True), nullable=True),
+    Column("published_at", UtcDateTime(), nullable=True),
+    Column("processed_at", UtcDateTime(), nullable=True),
 )
 
 # Duplicate detection: one accepted message per sending facility and MSH-10. Rejected messages

@@ -1,0 +1,351 @@
+"""Contract of the ``MessageStore`` port, run against every backend (STYLE.md point 7).
+
+Backends: the in-memory ``FakeMessageStore`` the unit tests use, SQLite (a migrated temp file)
+and PostgreSQL (a database created for the session on ``TRANSCARE_TEST_POSTGRES_URL``, migrated,
+emptied before each test and dropped at the end). Without that variable the PostgreSQL cases are
+reported as skipped, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from adt_listener.store import (
+    ACCEPTED,
+    DEADLETTERED,
+    PROCESSED,
+    REJECTED,
+    IncomingMessage,
+    MessageStore,
+    Outcome,
+    SqlAlchemyMessageStore,
+)
+from tests.fakes import FakeMessageStore
+from transcare.db.engine import create_engine
+from transcare.db.migrate import upgrade
+
+POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
+T0 = datetime(2024, 3, 1, 8, 30, 15, tzinfo=UTC)
+
+
+def msg(control_id: str | None = "C1", facility: str = "WARD", *, status: str = ACCEPTED,
+        ack: str | None = None, at: datetime = T0, **kw: Any) -> IncomingMessage:
+    """An incoming ADT; its ACK text names facility and MSH-10 so tests can tell ACKs apart."""
+    code = "AA" if status == ACCEPTED else "AE"
+    fields: dict[str, Any] = dict(
+        received_at=at, sending_facility=facility, control_id=control_id,
+        message_type="ADT^A01", patient_key="123@HOSP", peer="10.0.0.1", charset="ascii",
+        raw=f"MSH|^~\\&|HIS|{facility}|TC|TC|||ADT^A01|{control_id}|P|2.5\r".encode(),
+        ack_code=code, ack=ack or f"MSA|{code}|{control_id}|{facility}|{uuid.uuid4().hex}",
+        status=status, reason=None if status == ACCEPTED else "PID-3: missing",
+    )
+    fields.update(kw)
+    return IncomingMessage(**fields)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes (UTC as written); PostgreSQL returns aware ones."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+# -- backends ---------------------------------------------------------------------------------
+
+
+async def _migrate(url: str) -> None:
+    # upgrade() runs its own event loop (asyncio.run): keep it off the test loop's thread.
+    await asyncio.to_thread(upgrade, url)
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str | None]:
+    """A fresh, migrated database on the server named by TRANSCARE_TEST_POSTGRES_URL."""
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        yield None
+        return
+    name = f"transcare_contract_{uuid.uuid4().hex[:12]}"
+    admin_dsn = make_url(server).set(drivername="postgresql")
+    admin = await asyncpg.connect(admin_dsn.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        await _migrate(url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(params=["fake", "sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path,
+                postgres_url: str | None) -> AsyncIterator[MessageStore]:
+    if request.param == "fake":
+        yield FakeMessageStore()
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        await _migrate(url)
+    else:
+        if postgres_url is None:
+            pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
+        url = postgres_url
+    engine = create_engine(url)
+    if request.param == "postgresql":
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE messages RESTART IDENTITY"))
+    yield SqlAlchemyMessageStore(engine)
+    await engine.dispose()
+
+
+async def accepted_rows(store: MessageStore, control_id: str, facility: str) -> int:
+    rows = await store.find(control_id=control_id, facility=facility, status=ACCEPTED)
+    return len(rows)
+
+
+# -- store and find ---------------------------------------------------------------------------
+
+
+async def test_store_then_find_by_control_id_facility_and_status(store: MessageStore) -> None:
+    results = await store.store([
+        msg("C1", "WARD"), msg("C2", "WARD"), msg("C1", "CLINIC"),
+        msg("C3", "WARD", status=REJECTED),
+    ])
+    assert [r.duplicate for r in results] == [False] * 4
+
+    by_id = await store.find(control_id="C1")
+    assert sorted(m.sending_facility for m in by_id) == ["CLINIC", "WARD"]
+    ward = await store.find(facility="WARD")
+    assert [m.control_id for m in ward] == ["C3", "C2", "C1"]  # newest first
+    (rejected,) = await store.find(status=REJECTED)
+    assert (rejected.control_id, rejected.ack_code, rejected.reason) == ("C3", "AE",
+                                                                        "PID-3: missing")
+    (one,) = await store.find(control_id="C2", facility="WARD", status=ACCEPTED)
+    assert (one.message_type, one.status, one.reason) == ("ADT^A01", ACCEPTED, None)
+    assert (one.published_at, one.processed_at) == (None, None)
+
+
+async def test_find_pages_with_limit_and_before_id(store: MessageStore) -> None:
+    await store.store([msg(f"C{i}") for i in range(5)])
+    first = await store.find(limit=2)
+    assert [m.control_id for m in first] == ["C4", "C3"]
+    rest = await store.find(limit=10, before_id=first[-1].id)
+    assert [m.control_id for m in rest] == ["C2", "C1", "C0"]
+
+
+async def test_message_without_control_id_is_stored_each_time(store: MessageStore) -> None:
+    results = await store.store([msg(None), msg(None)])
+    assert [r.duplicate for r in results] == [False, False]
+    assert len(await store.find(facility="WARD")) == 2
+
+
+# -- duplicates (MSH-4, MSH-10) ---------------------------------------------------------------
+
+
+async def test_resend_returns_original_ack_and_is_not_inserted(store: MessageStore) -> None:
+    original = msg("C1", ack="ORIGINAL-ACK")
+    (first,) = await store.store([original])
+    (again,) = await store.store([msg("C1", ack="NEW-ACK", at=T0 + timedelta(minutes=5))])
+    assert (first.ack, first.duplicate) == ("ORIGINAL-ACK", False)
+    assert (again.ack, again.duplicate) == ("ORIGINAL-ACK", True)
+    (row,) = await store.find(control_id="C1")
+    assert utc(row.received_at) == T0
+
+
+async def test_same_control_id_from_another_facility_is_not_duplicate(
+        store: MessageStore) -> None:
+    await store.store([msg("C1", "WARD")])
+    (other,) = await store.store([msg("C1", "CLINIC", ack="CLINIC-ACK")])
+    assert (other.ack, other.duplicate) == ("CLINIC-ACK", False)
+    assert await accepted_rows(store, "C1", "CLINIC") == 1
+
+
+async def test_duplicates_inside_one_batch(store: MessageStore) -> None:
+    results = await store.store([msg("C1", ack="A1"), msg("C2", ack="A2"),
+                                 msg("C1", ack="A1-again")])
+    assert [(r.ack, r.duplicate) for r in results] == [("A1", False), ("A2", False),
+                                                       ("A1", True)]
+    assert len(await store.find(control_id="C1")) == 1
+
+
+async def test_rejected_does_not_block_later_accepted(store: MessageStore) -> None:
+    (bad,) = await store.store([msg("C1", status=REJECTED, ack="AE-ACK")])
+    (bad_again,) = await store.store([msg("C1", status=REJECTED, ack="AE-ACK-2")])
+    (fixed,) = await store.store([msg("C1", ack="AA-ACK")])
+    assert [(r.ack, r.duplicate) for r in (bad, bad_again, fixed)] == [
+        ("AE-ACK", False), ("AE-ACK-2", False), ("AA-ACK", False)]
+    (resend,) = await store.store([msg("C1", ack="AA-ACK-2")])
+    assert (resend.ack, resend.duplicate) == ("AA-ACK", True)
+    counts = await store.count_by_status()
+    assert (counts[ACCEPTED], counts[REJECTED]) == (1, 2)
+
+
+# -- outbox: unpublished, mark_published, backlog, requeue, republish ------------------------
+
+
+async def test_unpublished_in_id_order_until_marked_published(store: MessageStore) -> None:
+    await store.store([msg("C1"), msg("C2", status=REJECTED), msg("C3"), msg("C4")])
+    pending = await store.unpublished(limit=10)
+    assert [p.control_id for p in pending] == ["C1", "C3", "C4"]
+    assert [p.id for p in pending] == sorted(p.id for p in pending)
+    assert (pending[0].raw, pending[0].patient_key, pending[0].charset) == (
+        msg("C1").raw, "123@HOSP", "ascii")
+    assert [p.control_id for p in await store.unpublished(limit=2)] == ["C1", "C3"]
+    assert await store.backlog() == 3
+
+    await store.mark_published([pending[0].id, pending[1].id], T0 + timedelta(seconds=1))
+    assert [p.control_id for p in await store.unpublished(limit=10)] == ["C4"]
+    assert await store.backlog() == 1
+    await store.mark_published([], T0)  # no-op
+
+
+async def test_requeue_unprocessed_only_before_cutoff(store: MessageStore) -> None:
+    await store.store([msg("C1"), msg("C2"), msg("C3")])
+    ids = {p.control_id: p.id for p in await store.unpublished(10)}
+    await store.mark_published([ids["C1"], ids["C2"]], T0)
+    await store.mark_published([ids["C3"]], T0 + timedelta(hours=1))
+    await store.record_outcomes([Outcome(ids["C2"], PROCESSED)], T0 + timedelta(minutes=1))
+
+    assert await store.requeue_unprocessed(T0 + timedelta(minutes=30)) == 1
+    assert [p.control_id for p in await store.unpublished(10)] == ["C1"]
+
+
+async def test_republish_requeues_non_rejected_by_facility_and_since(
+        store: MessageStore) -> None:
+    await store.store([msg("C1", at=T0), msg("C2", at=T0 + timedelta(hours=1)),
+                       msg("C3", "CLINIC", at=T0 + timedelta(hours=1)),
+                       msg("C4", status=REJECTED, at=T0 + timedelta(hours=1))])
+    ids = [p.id for p in await store.unpublished(10)]
+    await store.mark_published(ids, T0)
+    await store.record_outcomes([Outcome(ids[1], DEADLETTERED, "bad PV1")], T0)
+
+    assert await store.republish(T0 + timedelta(minutes=30), "WARD") == 1
+    (again,) = await store.unpublished(10)
+    assert again.control_id == "C2"
+    (row,) = await store.find(control_id="C2")
+    assert row.status == ACCEPTED
+    assert await store.republish(None, None) == 3
+
+
+# -- outcomes and counts ---------------------------------------------------------------------
+
+
+async def test_record_outcomes_sets_status_reason_and_time(store: MessageStore) -> None:
+    await store.store([msg("C1"), msg("C2"), msg("C3", status=REJECTED)])
+    ids = {m.control_id: m.id for m in await store.find()}
+    at = T0 + timedelta(minutes=2)
+    await store.record_outcomes([
+        Outcome(ids["C1"], PROCESSED), Outcome(ids["C2"], DEADLETTERED, "PV1-3: no location"),
+        Outcome(ids["C3"], PROCESSED),
+    ], at)
+    rows = {m.control_id: m for m in await store.find()}
+    assert (rows["C1"].status, rows["C1"].reason, utc(rows["C1"].processed_at)) == (
+        PROCESSED, None, at)
+    assert (rows["C2"].status, rows["C2"].reason) == (DEADLETTERED, "PV1-3: no location")
+    assert (rows["C3"].status, rows["C3"].reason, rows["C3"].processed_at) == (
+        REJECTED, "PID-3: missing", None)
+    # Idempotent: the same outcome again changes nothing.
+    await store.record_outcomes([Outcome(ids["C2"], DEADLETTERED, "PV1-3: no location")], at)
+    assert (await store.count_by_status()) == {ACCEPTED: 0, PROCESSED: 1, DEADLETTERED: 1,
+                                               REJECTED: 1}
+    await store.record_outcomes([], at)  # no-op
+
+
+async def test_backlog_and_count_by_status_start_at_zero(store: MessageStore) -> None:
+    assert await store.backlog() == 0
+    assert await store.count_by_status() == {ACCEPTED: 0, PROCESSED: 0, DEADLETTERED: 0,
+                                             REJECTED: 0}
+    await store.store([msg("C1"), msg("C2"), msg("C3", status=REJECTED)])
+    assert await store.backlog() == 2
+    assert (await store.count_by_status())[ACCEPTED] == 2
+
+
+# -- timestamps ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("received_at", [
+    T0, T0.replace(microsecond=123456),
+    pytest.param(datetime(2024, 3, 1, 10, 30, 15, tzinfo=timezone(timedelta(hours=2))),
+                 id="utc+2"),
+])
+async def test_timestamps_round_trip_as_the_same_instant(
+        store: MessageStore, received_at: datetime, request: pytest.FixtureRequest) -> None:
+    await store.store([msg("C1", at=received_at)])
+    (pending,) = await store.unpublished(1)
+    published = T0 + timedelta(seconds=3, microseconds=5)
+    processed = T0 + timedelta(seconds=9)
+    await store.mark_published([pending.id], published)
+    await store.record_outcomes([Outcome(pending.id, PROCESSED)], processed)
+    (row,) = await store.find(control_id="C1")
+    assert utc(pending.received_at) == received_at
+    assert utc(row.received_at) == received_at
+    assert utc(row.published_at) == published
+    assert utc(row.processed_at) == processed
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def _hold_after_duplicate_check(store: MessageStore, parties: int) -> list[int]:
+    """Make the first ``parties`` duplicate checks wait for each other (SQL adapters only).
+
+    Both transactions then see no duplicate and insert, so one must hit the unique index
+    (IntegrityError) and take the one-by-one retry path. Returns a list counting store attempts.
+    """
+    attempts: list[int] = []
+    if not isinstance(store, SqlAlchemyMessageStore):
+        return attempts
+    barrier = asyncio.Barrier(parties)
+    check = store._known_acks
+    store_once = store._store_once
+
+    async def held_check(conn: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        known = await check(conn, keys)
+        if len(attempts) <= parties:
+            await asyncio.wait_for(barrier.wait(), 10)
+        return known
+
+    async def counted(batch: Any) -> Any:
+        attempts.append(len(batch))
+        return await store_once(batch)
+
+    store._known_acks = held_check  # type: ignore[method-assign]
+    store._store_once = counted  # type: ignore[method-assign]
+    return attempts
+
+
+async def test_concurrent_stores_keep_one_accepted_row_per_key(store: MessageStore) -> None:
+    attempts = _hold_after_duplicate_check(store, parties=2)
+    first = [msg("K1", ack="A-K1"), msg("K2", ack="A-K2")]
+    second = [msg("K2", ack="B-K2"), msg("K3", ack="B-K3")]
+    a, b = await asyncio.gather(store.store(first), store.store(second))
+
+    for key in ("K1", "K2", "K3"):
+        assert await accepted_rows(store, key, "WARD") == 1, key
+    k2 = [a[1], b[0]]
+    assert sorted(r.duplicate for r in k2) == [False, True]
+    assert k2[0].ack == k2[1].ack  # the loser answers with the winner's ACK
+    assert (a[0].duplicate, b[1].duplicate) == (False, False)
+    if isinstance(store, SqlAlchemyMessageStore):
+        assert len(attempts) > 2, "the IntegrityError retry path was not taken"
+
+
+async def test_many_concurrent_resends_of_one_message(store: MessageStore) -> None:
+    results = await asyncio.gather(*(store.store([msg("K1", ack=f"ACK-{i}")])
+                                     for i in range(8)))
+    flat = [r for (r,) in results]
+    assert sum(not r.duplicate for r in flat) == 1
+    assert len({r.ack for r in flat}) == 1
+    assert await accepted_rows(store, "K1", "WARD") == 1
