@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -114,8 +113,8 @@ class Responder:
         acks = []
         for raw in batch.messages:
             verdict = self._policy(inspect(raw), peer)
-            acks.extend(await self._store(raw, replace(verdict, accept_ack="",
-                                                       application_ack=""), peer))
+            acks.extend(await self._store(raw, verdict._replace(accept_ack="",
+                                                                application_ack=""), peer))
         count = len(batch.messages)
         return ("BHS|^~\\&\r" + "".join(acks) + f"BTS|{count}\r").encode("utf-8", "replace")
 
@@ -154,7 +153,7 @@ def _wanted(condition: str, success: bool) -> bool:
 
 
 def _rejected(verdict: Verdict, reason: str) -> Verdict:
-    return replace(verdict, code="AR", error=AckError(ErrorLocation("MSH", 4), 204, reason))
+    return verdict._replace(code="AR", error=AckError(ErrorLocation("MSH", 4), 204, reason))
 
 
 def _reason(error: AckError | None) -> str | None:

@@ -15,7 +15,7 @@ from adt_listener.server import MllpServer, ServerLimits
 from adt_listener.store import SqlAlchemyMessageStore
 from adt_listener.writer import StoreWriter
 from schemas.topics import ALL_TOPICS
-from transcare.db.engine import create_engine
+from transcare.db.database import open_database
 from transcare.kafka import KafkaPublisher, ensure_topics
 from transcare.settings import Settings
 
@@ -57,9 +57,8 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 async def start_listener(settings: Settings,
                          connect: Callable[[], Awaitable[Publisher]] | None = None) -> Listener:
     """Wire and start the listener. ``connect`` overrides the Kafka publisher (tests)."""
-    engine = create_engine(settings.effective_database_url,
-                           sqlite_synchronous=settings.sqlite_synchronous)
-    store = SqlAlchemyMessageStore(engine)
+    db = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+    store = SqlAlchemyMessageStore(db)
 
     async def kafka() -> Publisher:
         await ensure_topics(settings.bootstrap, [t.name for t in ALL_TOPICS],
@@ -67,7 +66,7 @@ async def start_listener(settings: Settings,
         return await KafkaPublisher(settings.bootstrap, settings.kafka_idempotence).start()
 
     relay = Relay(store, connect or kafka, republish_after_s=settings.effective_republish_after)
-    writer = StoreWriter(store, on_commit=relay.wake)
+    writer = StoreWriter(store, on_commit=relay.handoff)
     writer.start()
     limits = ServerLimits(settings.max_message_bytes, settings.idle_timeout_s,
                           settings.max_connections)
@@ -77,4 +76,4 @@ async def start_listener(settings: Settings,
     relay_task = asyncio.get_running_loop().create_task(relay.run(), name="relay")
     log.info("listener.started", addresses=[f"{h}:{p}" for h, p in addresses],
              tls=bool(settings.tls_cert))
-    return Listener(server, writer, relay, store, addresses, relay_task, engine.dispose)
+    return Listener(server, writer, relay, store, addresses, relay_task, db.dispose)

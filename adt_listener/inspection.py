@@ -15,7 +15,7 @@ The rules (documented in docs/acks.md):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from adt_listener.hl7.ack import AckError, EchoHeader, ErrorLocation
 from adt_listener.hl7.charset import CharsetError, decode_message
@@ -31,8 +31,7 @@ _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 _TRAILERS = frozenset({"BTS", "FTS"})
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The listener's decision on one message.
 
     Attributes:
@@ -89,21 +88,47 @@ def inspect(raw: bytes) -> Verdict:
     return _judge(msg, text, codec)
 
 
-def _header(msg: Message) -> EchoHeader:
-    g = msg.raw
+class _Msh:
+    """Direct reads of the MSH fields (the hot path reads a dozen of them per message)."""
+
+    __slots__ = ("_fields", "_msg")
+
+    def __init__(self, msg: Message) -> None:
+        self._msg = msg
+        self._fields = msg.segment("MSH") or ["MSH"]
+
+    def raw(self, n: int) -> str:
+        """The whole field MSH-n as written."""
+        return self._fields[n] if n < len(self._fields) else ""
+
+    def get(self, n: int, component: int = 1) -> str:
+        """MSH-n, first repetition, component ``component``, escapes decoded."""
+        d = self._msg.delimiters
+        value = self.raw(n).split(d.repetition, 1)[0]
+        if d.component in value:
+            parts = value.split(d.component)
+            value = parts[component - 1] if component <= len(parts) else ""
+        elif component > 1:
+            return ""
+        if d.subcomponent in value:
+            value = value.split(d.subcomponent, 1)[0]
+        return self._msg.decode(value)
+
+
+def _header(msh: _Msh, msg: Message) -> EchoHeader:
     return EchoHeader(
-        sending_application=msg.field("MSH", 3), sending_facility=msg.field("MSH", 4),
-        receiving_application=msg.field("MSH", 5), receiving_facility=msg.field("MSH", 6),
-        trigger=g("MSH", 9, 2), control_id=msg.field("MSH", 10),
-        processing_id=msg.field("MSH", 11), version=g("MSH", 12),
-        character_set=msg.field("MSH", 18), delimiters=msg.delimiters,
+        sending_application=msh.raw(3), sending_facility=msh.raw(4),
+        receiving_application=msh.raw(5), receiving_facility=msh.raw(6),
+        trigger=msh.get(9, 2), control_id=msh.raw(10), processing_id=msh.raw(11),
+        version=msh.get(12), character_set=msh.raw(18), delimiters=msg.delimiters,
     )
 
 
 def _judge(msg: Message, text: str, codec: str) -> Verdict:
-    header = _header(msg)
-    mtype, trigger = msg.get("MSH", 9, 1), msg.get("MSH", 9, 2)
-    problem = _header_problem(msg, mtype, trigger) or _body_problem(msg, trigger, text)
+    msh = _Msh(msg)
+    header = _header(msh, msg)
+    mtype, trigger = msh.get(9, 1), msh.get(9, 2)
+    problem = _header_problem(msh, mtype, trigger) or _body_problem(msg, trigger, text)
     key = patient_key(msg)
     if problem is None and not key:
         problem = ("AE", AckError(ErrorLocation("PID", 3), 101,
@@ -111,12 +136,12 @@ def _judge(msg: Message, text: str, codec: str) -> Verdict:
     code, error = problem if problem else ("AA", None)
     return Verdict(
         code, error, header, message_type=f"{mtype}^{trigger}" if trigger else mtype,
-        sending_facility=msg.get("MSH", 4), control_id=msg.get("MSH", 10), patient_key=key,
-        text=text, codec=codec, accept_ack=msg.get("MSH", 15), application_ack=msg.get("MSH", 16),
+        sending_facility=msh.get(4), control_id=msh.get(10), patient_key=key,
+        text=text, codec=codec, accept_ack=msh.get(15), application_ack=msh.get(16),
     )
 
 
-def _header_problem(msg: Message, mtype: str, trigger: str) -> tuple[str, AckError] | None:
+def _header_problem(msh: _Msh, mtype: str, trigger: str) -> tuple[str, AckError] | None:
     if not mtype:
         return _reject("AR", "MSH", 9, 101, "MSH-9 message type is missing")
     if mtype != "ADT":
@@ -124,25 +149,25 @@ def _header_problem(msg: Message, mtype: str, trigger: str) -> tuple[str, AckErr
                        "this ADT interface")
     if not trigger:
         return _reject("AR", "MSH", 9, 201, "MSH-9 has no trigger event (MSG.2)")
-    version = msg.get("MSH", 12)
+    version = msh.get(12)
     if not version:
         return _reject("AR", "MSH", 12, 101, "MSH-12 version id is missing")
     if not _VERSION.match(version):
         return _reject("AR", "MSH", 12, 203, f"MSH-12 version {version} is not supported "
                        "(2.1 to 2.8)")
-    if msg.get("MSH", 11)[:1] not in ("", "P", "T", "D"):
+    if msh.get(11)[:1] not in ("", "P", "T", "D"):
         return _reject("AR", "MSH", 11, 202, "MSH-11 processing id must be P, T or D")
-    control_id = msg.get("MSH", 10)
+    control_id = msh.get(10)
     if control_id != control_id.strip():
         return _reject("AE", "MSH", 10, 102, "MSH-10 control id has leading or trailing spaces")
-    stamp = msg.get("MSH", 7)
+    stamp = msh.get(7)
     if stamp and not _TS.match(stamp):
         return _reject("AE", "MSH", 7, 102, "MSH-7 message time is not an HL7 timestamp")
     return None
 
 
 def _body_problem(msg: Message, trigger: str, text: str) -> tuple[str, AckError] | None:
-    names = [seg[0] for seg in msg.segments]
+    names = list(msg.names)
     while names and names[-1] in _TRAILERS:
         names.pop()  # a batch trailer after the last segment is tolerated (BTS without BHS)
     for name in names:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import structlog
 
-from adt_listener.store import IncomingMessage, MessageStore, StoreResult
+from adt_listener.store import ACCEPTED, IncomingMessage, MessageStore, PendingMessage, StoreResult
 
 log = structlog.get_logger("adt_listener.writer")
 _Item = tuple[IncomingMessage, "asyncio.Future[StoreResult]"]
@@ -24,16 +24,18 @@ class StoreWriter:
     Arguments:
         store: where messages are committed.
         max_batch: most messages per transaction.
-        on_commit: called after each commit (wakes the relay).
+        on_commit: called after each commit with the newly stored accepted messages, in
+            commit order (hands them to the relay without a database read).
     """
 
     def __init__(self, store: MessageStore, max_batch: int = 256,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[list[PendingMessage]], None] | None = None) -> None:
         self._store = store
         self._max = max_batch
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._waiting: list[_Item] = []
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._on_commit = on_commit or (lambda: None)
+        self._on_commit = on_commit or (lambda _: None)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
@@ -42,22 +44,24 @@ class StoreWriter:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        while not self._queue.empty():
-            _, fut = self._queue.get_nowait()
+        waiting, self._waiting = self._waiting, []
+        for _, fut in waiting:
             if not fut.done():
                 fut.set_exception(ConnectionAbortedError("listener stopping"))
 
     async def submit(self, item: IncomingMessage) -> StoreResult:
         """Store one message; returns once it is committed (or raises if the store failed)."""
         fut: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
+        self._waiting.append((item, fut))
+        self._arrived.set()
         return await fut
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch, self._waiting = self._waiting[: self._max], self._waiting[self._max :]
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Item]) -> None:
@@ -69,7 +73,9 @@ class StoreWriter:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        committed = [item.pending(result.id) for (item, _), result in zip(batch, results, strict=True)
+                     if result.id is not None and item.status == ACCEPTED]
+        self._on_commit(committed)
         for (_, fut), result in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
-        self._on_commit()

@@ -55,13 +55,15 @@ class FakeMessageStore:
             if key is not None:
                 known[key] = item.ack
             self._rows[self._next_id] = _Row(self._next_id, item, item.status, item.reason)
+            results.append(StoreResult(item.ack, False, self._next_id))
             self._next_id += 1
-            results.append(StoreResult(item.ack, False))
         return results
 
-    async def unpublished(self, limit: int) -> list[PendingMessage]:
+    async def unpublished(self, limit: int,
+                          received_before: datetime | None = None) -> list[PendingMessage]:
         pending = [r for r in self._rows.values() if r.published_at is None
-                   and r.status == ACCEPTED]
+                   and r.status == ACCEPTED
+                   and (received_before is None or r.item.received_at < received_before)]
         return [_pending(r) for r in pending[:limit]]
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:

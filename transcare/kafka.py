@@ -33,7 +33,27 @@ class KafkaPublisher:
         return self
 
     async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        futures = [await self._producer.send(topic, value, key=key) for key, value in records]
+        """Send records, keyed, and wait until the broker acknowledged all of them.
+
+        Records are grouped by partition (the producer's own key partitioner, so keys land where
+        ``send`` would put them) into record batches: one future per batch, not per record.
+        Order within a partition is the order of ``records``.
+        """
+        partitions = sorted(await self._producer.partitions_for(topic))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in records:
+            p = self._producer._partitioner(key, partitions, partitions)
+            by_partition.setdefault(p, []).append((key, value))
+        futures = []
+        for partition, items in by_partition.items():
+            batch = self._producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await self._producer.send_batch(batch, topic,
+                                                                   partition=partition))
+                    batch = self._producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
 
     async def close(self) -> None:

@@ -134,11 +134,26 @@ def _watch(children: list[Child], broker: EmbeddedBroker | None) -> None:
     while True:
         time.sleep(0.5)
         if broker and not broker.running():
-            log.error("up.broker_exited", action="restart")
-            broker.start()
+            _restart_broker(broker, children)
         for child in children:
             if not child.alive():
                 _restart(child)
+
+
+def _restart_broker(broker: EmbeddedBroker, children: list[Child]) -> None:
+    """Restart the broker, then the worker.
+
+    The embedded broker keeps nothing across a restart: topics, records and the consumer
+    group's committed offsets are gone. The listener's relay republishes what was not yet
+    processed; the worker is restarted so that it joins the new group from the start instead
+    of waiting at fetch positions the new topics never reach.
+    """
+    log.error("up.broker_exited", action="restart broker and worker")
+    broker.start()
+    for child in children:
+        if child.name == "worker":
+            child.stop()
+            child.start()
 
 
 def _restart(child: Child) -> None:

@@ -20,7 +20,7 @@ from adt_listener.normaliser import Normalised, location, normalise
 from adt_listener.store import SqlAlchemyMessageStore
 from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW
 from transcare import metrics
-from transcare.db.engine import create_engine
+from transcare.db.database import open_database
 from transcare.settings import Settings
 
 log = structlog.get_logger("transcare.worker")
@@ -65,8 +65,8 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
 
     async def store() -> SqlAlchemyMessageStore:
         if "store" not in state:
-            state["store"] = SqlAlchemyMessageStore(create_engine(
-                settings.effective_database_url, sqlite_synchronous=settings.sqlite_synchronous))
+            state["store"] = SqlAlchemyMessageStore(open_database(
+                settings.effective_database_url, settings.sqlite_synchronous))
         return state["store"]  # type: ignore[no-any-return]
 
     @app.agent(raw, name="adt-normaliser")

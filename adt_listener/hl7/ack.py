@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from adt_listener.hl7.er7 import DEFAULT_DELIMITERS, Delimiters
 from adt_listener.hl7.escapes import escape
@@ -53,8 +54,7 @@ class AckError:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class EchoHeader:
+class EchoHeader(NamedTuple):
     """What an ACK copies from the message it acknowledges (MSH fields, raw)."""
 
     sending_application: str = ""

@@ -90,31 +90,40 @@ class Message:
         Er7Error: the MSH is missing or its delimiters are unusable, or a segment has no name.
     """
 
-    __slots__ = ("delimiters", "segments", "_index")
+    __slots__ = ("delimiters", "names", "_lines", "_fields", "_index")
 
     def __init__(self, text: str) -> None:
         if text.startswith("\ufeff"):
             text = text[1:]
         self.delimiters = read_delimiters(text)
         sep = self.delimiters.field
-        self.segments: list[list[str]] = []
+        # Segments are split into fields only when read: the listener reads four of them.
+        self._lines: list[str] = [ln for ln in _LINE_BREAK.split(text) if ln and not ln.isspace()]
+        self.names: list[str] = []
         self._index: dict[str, list[int]] = {}
-        for line in _LINE_BREAK.split(text):
-            if not line.strip():
-                continue
-            fields = line.split(sep)
-            name = fields[0]
-            if not _SEGMENT_NAME.match(name):
-                raise Er7Error(
-                    f"segment {len(self.segments) + 1} has no valid segment name", name[:3] or "?"
-                )
-            if name == "MSH":
+        for n, line in enumerate(self._lines):
+            name = line.partition(sep)[0]
+            if len(name) != 3 or not _SEGMENT_NAME.match(name):
+                raise Er7Error(f"segment {n + 1} has no valid segment name", name[:3] or "?")
+            self._index.setdefault(name, []).append(n)
+            self.names.append(name)
+        self._fields: list[list[str] | None] = [None] * len(self._lines)
+
+    def _split(self, n: int) -> list[str]:
+        fields = self._fields[n]
+        if fields is None:
+            sep = self.delimiters.field
+            fields = self._lines[n].split(sep)
+            if n == 0:
                 # MSH-1 is the separator itself; shift so MSH-n is fields[n].
                 fields.insert(1, sep)
-            self._index.setdefault(name, []).append(len(self.segments))
-            self.segments.append(fields)
-        if self.segments[0][0] != "MSH":
-            raise Er7Error("message does not start with an MSH segment", "MSH")
+            self._fields[n] = fields
+        return fields
+
+    @property
+    def segments(self) -> list[list[str]]:
+        """Every segment as its list of fields (``fields[0]`` is the name)."""
+        return [self._split(n) for n in range(len(self._lines))]
 
     def has(self, segment: str) -> bool:
         return segment in self._index
@@ -127,11 +136,11 @@ class Message:
         idx = self._index.get(name)
         if not idx or occurrence >= len(idx):
             return None
-        return self.segments[idx[occurrence]]
+        return self._split(idx[occurrence])
 
     def all(self, name: str) -> Iterator[list[str]]:
         for i in self._index.get(name, ()):
-            yield self.segments[i]
+            yield self._split(i)
 
     def field(self, segment: str, number: int, occurrence: int = 0) -> str:
         """The raw text of a whole field (all repetitions), '' when absent."""

@@ -32,7 +32,7 @@ from adt_listener.store import (
     SqlAlchemyMessageStore,
 )
 from tests.fakes import FakeMessageStore
-from transcare.db.engine import create_engine
+from transcare.db.database import open_database
 from transcare.db.migrate import upgrade
 
 POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
@@ -102,12 +102,11 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path,
         if postgres_url is None:
             pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
         url = postgres_url
-    engine = create_engine(url)
+    db = open_database(url)
     if request.param == "postgresql":
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE messages RESTART IDENTITY"))
-    yield SqlAlchemyMessageStore(engine)
-    await engine.dispose()
+        await db.run(lambda conn: conn.execute(text("TRUNCATE messages RESTART IDENTITY")))
+    yield SqlAlchemyMessageStore(db)
+    await db.dispose()
 
 
 async def accepted_rows(store: MessageStore, control_id: str, facility: str) -> int:
@@ -298,36 +297,40 @@ async def test_timestamps_round_trip_as_the_same_instant(
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def _hold_after_duplicate_check(store: MessageStore, parties: int) -> list[int]:
-    """Make the first ``parties`` duplicate checks wait for each other (SQL adapters only).
-
-    Both transactions then see no duplicate and insert, so one must hit the unique index
-    (IntegrityError) and take the one-by-one retry path. Returns a list counting store attempts.
+def _miss_next_duplicate_check(store: MessageStore) -> list[int]:
+    """Make the next duplicate check see nothing (SQL adapters only), as when another process
+    commits the same key between our check and our insert: the insert must then hit the unique
+    index (IntegrityError) and the store take its one-by-one retry path. Returns a list that
+    counts the duplicate checks made afterwards.
     """
-    attempts: list[int] = []
+    calls: list[int] = []
     if not isinstance(store, SqlAlchemyMessageStore):
-        return attempts
-    barrier = asyncio.Barrier(parties)
+        return calls
     check = store._known_acks
-    store_once = store._store_once
 
-    async def held_check(conn: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        known = await check(conn, keys)
-        if len(attempts) <= parties:
-            await asyncio.wait_for(barrier.wait(), 10)
-        return known
+    def blind_once(conn: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        calls.append(len(keys))
+        return {} if len(calls) == 1 else check(conn, keys)
 
-    async def counted(batch: Any) -> Any:
-        attempts.append(len(batch))
-        return await store_once(batch)
+    store._known_acks = blind_once  # type: ignore[method-assign]
+    return calls
 
-    store._known_acks = held_check  # type: ignore[method-assign]
-    store._store_once = counted  # type: ignore[method-assign]
-    return attempts
+
+async def test_a_key_committed_by_another_process_meanwhile_is_a_duplicate(
+        store: MessageStore) -> None:
+    first = await store.store([msg("K1", ack="A-K1"), msg("K2", ack="A-K2")])
+    calls = _miss_next_duplicate_check(store)
+    second = await store.store([msg("K2", ack="B-K2"), msg("K3", ack="B-K3")])
+
+    for key in ("K1", "K2", "K3"):
+        assert await accepted_rows(store, key, "WARD") == 1, key
+    assert [r.duplicate for r in first] == [False, False]
+    assert [(r.duplicate, r.ack) for r in second] == [(True, "A-K2"), (False, "B-K3")]
+    if isinstance(store, SqlAlchemyMessageStore):
+        assert len(calls) > 1, "the IntegrityError retry path was not taken"
 
 
 async def test_concurrent_stores_keep_one_accepted_row_per_key(store: MessageStore) -> None:
-    attempts = _hold_after_duplicate_check(store, parties=2)
     first = [msg("K1", ack="A-K1"), msg("K2", ack="A-K2")]
     second = [msg("K2", ack="B-K2"), msg("K3", ack="B-K3")]
     a, b = await asyncio.gather(store.store(first), store.store(second))
@@ -337,9 +340,6 @@ async def test_concurrent_stores_keep_one_accepted_row_per_key(store: MessageSto
     k2 = [a[1], b[0]]
     assert sorted(r.duplicate for r in k2) == [False, True]
     assert k2[0].ack == k2[1].ack  # the loser answers with the winner's ACK
-    assert (a[0].duplicate, b[1].duplicate) == (False, False)
-    if isinstance(store, SqlAlchemyMessageStore):
-        assert len(attempts) > 2, "the IntegrityError retry path was not taken"
 
 
 async def test_many_concurrent_resends_of_one_message(store: MessageStore) -> None:
@@ -349,3 +349,19 @@ async def test_many_concurrent_resends_of_one_message(store: MessageStore) -> No
     assert sum(not r.duplicate for r in flat) == 1
     assert len({r.ack for r in flat}) == 1
     assert await accepted_rows(store, "K1", "WARD") == 1
+
+
+async def test_store_returns_new_row_ids_in_order_and_none_for_resends(
+        store: MessageStore) -> None:
+    first = await store.store([msg("I1"), msg("I2"), msg("I1")])
+    ids = [r.id for r in first]
+    assert ids[0] is not None and ids[1] is not None and ids[1] > ids[0]
+    assert ids[2] is None and first[2].duplicate
+    pending = await store.unpublished(10)
+    assert [p.id for p in pending] == ids[:2]
+
+
+async def test_unpublished_can_skip_recent_rows(store: MessageStore) -> None:
+    await store.store([msg("OLD", at=T0), msg("NEW", at=T0 + timedelta(minutes=5))])
+    old = await store.unpublished(10, received_before=T0 + timedelta(minutes=1))
+    assert [p.control_id for p in old] == ["OLD"]

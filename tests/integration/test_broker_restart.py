@@ -54,7 +54,11 @@ async def test_backlog_is_published_after_broker_restart(
         assert await _send(svc.mllp_port, "DOWN", 30) == ["AA"] * 30
         await asyncio.sleep(1.0)
         assert len(store_rows(db, "published_at IS NULL AND status = 'accepted'")) == 30
+        # As `transcare up` does: the embedded broker comes back empty, and the worker is
+        # restarted with it so that it rejoins the new consumer group from the start.
+        svc.stop("worker")
         own_broker.start()
+        svc.start("worker")
         await wait_until_settled(db, timeout_s=120)
         rows = store_rows(db, "control_id LIKE 'DOWN-%'")
         assert len(rows) == 30 and {r["status"] for r in rows} == {"processed"}

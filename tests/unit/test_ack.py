@@ -27,9 +27,7 @@ def ack(header: EchoHeader = HEADER, code: str = "AA", error: AckError | None = 
 
 
 def header(**kw: object) -> EchoHeader:
-    fields = {name: getattr(HEADER, name) for name in HEADER.__dataclass_fields__}
-    fields.update(kw)
-    return EchoHeader(**fields)  # type: ignore[arg-type]
+    return HEADER._replace(**kw)
 
 
 # -- MSH and MSA mirror the sender --------------------------------------------------------------

@@ -36,6 +36,11 @@ def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL", **kw: Any) ->
     """
     url = async_url(url)
     if is_sqlite(url):
+        # One connection per process: SQLite has one writer at a time, and two connections of
+        # one process contending for the lock would sleep in SQLite's busy handler (>= 1 ms).
+        kw.setdefault("pool_size", 1)
+        kw.setdefault("max_overflow", 0)
+        kw.setdefault("pool_timeout", 60)
         engine = create_async_engine(url, **kw)
         _configure_sqlite(engine, sqlite_synchronous)
         return engine

@@ -11,11 +11,10 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from adt_listener.store import SqlAlchemyMessageStore, StoredMessage
 from transcare import __version__
-from transcare.db.engine import create_engine
+from transcare.db.database import Database, open_database, ping
 from transcare.settings import Settings
 from transcare.web.dashboard import render_dashboard
 from transcare.web.metrics_view import render_metrics
@@ -59,14 +58,13 @@ def _out(m: StoredMessage) -> MessageOut:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    engine = create_engine(settings.effective_database_url,
-                           sqlite_synchronous=settings.sqlite_synchronous)
-    store = SqlAlchemyMessageStore(engine)
+    db = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+    store = SqlAlchemyMessageStore(db)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await engine.dispose()
+        await db.dispose()
 
     app = FastAPI(title="transcare", version=__version__, lifespan=lifespan,
                   description="Transitional-care service: ADT ingest, episodes, follow-up.")
@@ -93,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
              responses={503: {"model": Health}})
     async def readyz() -> JSONResponse:
         """Readiness: the database answers and the Kafka broker accepts connections."""
-        checks = {"database": await _database_ok(engine),
+        checks = {"database": await _database_ok(db),
                   "broker": await _broker_ok(settings.bootstrap)}
         ok = all(v == "ok" for v in checks.values())
         body = Health(status="ok" if ok else "unavailable", checks=checks)
@@ -115,10 +113,9 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _database_ok(engine: object) -> str:
+async def _database_ok(db: Database) -> str:
     try:
-        async with engine.connect() as conn:  # type: ignore[attr-defined]
-            await conn.execute(text("SELECT 1"))
+        await asyncio.wait_for(ping(db), 5.0)
         return "ok"
     except Exception as exc:
         return f"unavailable: {type(exc).__name__}"

@@ -1,0 +1,91 @@
+"""``transcare up``: the whole service on the embedded default, as ``make up`` runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from adt_listener.client import MllpClient
+from transcare.broker import free_port
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path) -> None:
+    mllp, http, kafka = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSCARE_")}
+    env.update({"TRANSCARE_BROKER_PORT": str(kafka), "TRANSCARE_LOG_LEVEL": "WARNING",
+                "TRANSCARE_HTTP_HOST": "127.0.0.1", "TRANSCARE_MLLP_HOST": "127.0.0.1"})
+    out = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transcare.cli", "up", "--data-dir", str(tmp_path / "data"),
+         "--mllp-port", str(mllp), "--http-port", str(http)],
+        env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{http}"
+    try:
+        log = tmp_path / "up.log"
+        await _wait_for(lambda: "transcare is up" in log.read_text(errors="replace"), 60,
+                        "the up banner")
+        text = log.read_text(errors="replace")
+        assert f"127.0.0.1:{mllp}" in text and f"http://127.0.0.1:{http}/" in text
+        await _wait_for(lambda: _ready(base), 60, "/readyz")
+
+        message = (corpus / "msgs" / "fhirconv__ADT-A01-01__1.hl7").read_bytes()
+        message = message.replace(b"|MSG00001|", b"|UP-0001|", 1)
+        await _wait_for(lambda: _port_open(mllp), 30, "the MLLP port")
+        client = await MllpClient.connect("127.0.0.1", mllp)
+        assert [r.code for r in await client.send(message)] == ["AA"]
+        await client.close()
+
+        def processed() -> bool:
+            status, body = _get(f"{base}/api/messages?control_id=UP-0001")
+            return status == 200 and any(m["status"] == "processed" for m in json.loads(body))
+
+        await _wait_for(processed, 90, "the message to be processed")
+        status, metrics = _get(f"{base}/metrics")
+        assert status == 200
+        assert 'transcare_acks_total{code="AA"}' in metrics  # from the listener process
+        assert "transcare_events_normalised_total" in metrics  # from the worker process
+        assert 'transcare_messages_stored{status="processed"} 1' in metrics
+        status, page = _get(f"{base}/")
+        assert status == 200 and "transcare" in page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        out.close()
+    assert code == 0
+    assert "transcare stopped" in (tmp_path / "up.log").read_text(errors="replace")
+
+
+def _ready(base: str) -> bool:
+    try:
+        return _get(f"{base}/readyz")[0] == 200
+    except OSError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    from transcare.broker import port_open
+
+    return port_open("127.0.0.1", port)
