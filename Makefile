@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/transcare up --data-dir $${TRANSCARE_DATA_DIR:-./data}
 
-## test: run the whole test suite
-test: $(STAMP)
+## test: lint, type-check and run the whole test suite
+test: lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -130,6 +130,9 @@ def _judge(msg: Message, text: str, codec: str) -> Verdict:
     mtype, trigger = msh.get(9, 1), msh.get(9, 2)
     problem = _header_problem(msh, mtype, trigger) or _body_problem(msg, trigger, text)
     key = patient_key(msg)
+    if problem is None and len(key) > MAX_PATIENT_KEY:
+        problem = ("AE", AckError(ErrorLocation("PID", 3), 102, "PID-3 identifier and "
+                                  f"authority are longer than {MAX_PATIENT_KEY} characters"))
     if problem is None and not key:
         problem = ("AE", AckError(ErrorLocation("PID", 3), 101,
                                   "PID-3 patient identifier is missing (and no MRG-1)"))
@@ -158,11 +161,32 @@ def _header_problem(msh: _Msh, mtype: str, trigger: str) -> tuple[str, AckError]
     if msh.get(11)[:1] not in ("", "P", "T", "D"):
         return _reject("AR", "MSH", 11, 202, "MSH-11 processing id must be P, T or D")
     control_id = msh.get(10)
+    too_long = _too_long(msh, mtype, trigger, control_id)
+    if too_long:
+        return too_long
     if control_id != control_id.strip():
         return _reject("AE", "MSH", 10, 102, "MSH-10 control id has leading or trailing spaces")
     stamp = msh.get(7)
     if stamp and not _TS.match(stamp):
         return _reject("AE", "MSH", 7, 102, "MSH-7 message time is not an HL7 timestamp")
+    return None
+
+
+# Column sizes of the message store (transcare/db/tables.py); longer values are refused here
+# rather than failing a whole group commit on PostgreSQL.
+MAX_FACILITY, MAX_CONTROL_ID, MAX_TYPE, MAX_PATIENT_KEY = 180, 199, 40, 250
+
+
+def _too_long(msh: _Msh, mtype: str, trigger: str,
+              control_id: str) -> tuple[str, AckError] | None:
+    if len(msh.get(4)) > MAX_FACILITY:
+        return _reject("AR", "MSH", 4, 102, f"MSH-4 sending facility is longer than "
+                       f"{MAX_FACILITY} characters")
+    if len(mtype) + len(trigger) + 1 > MAX_TYPE:
+        return _reject("AR", "MSH", 9, 102, f"MSH-9 is longer than {MAX_TYPE} characters")
+    if len(control_id) > MAX_CONTROL_ID:
+        return _reject("AE", "MSH", 10, 102, f"MSH-10 control id is longer than "
+                       f"{MAX_CONTROL_ID} characters")
     return None
 
 

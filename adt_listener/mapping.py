@@ -75,7 +75,7 @@ class _Fields:
         try:
             return parse_hl7_datetime(value, self.tz)
         except TimestampError as exc:
-            reason = f'{seg}-{field} {label} "{value}" is not a valid HL7 timestamp: {exc}'
+            reason = f"{seg}-{field} {label} is not a valid HL7 timestamp: {exc}"
             raise MappingError(seg, field, reason) from exc
 
     def day(self, seg: str, field: int, label: str) -> date | None:
@@ -83,7 +83,7 @@ class _Fields:
         try:
             return parse_hl7_date(value)
         except TimestampError as exc:
-            reason = f'{seg}-{field} {label} "{value}" is not a valid HL7 date: {exc}'
+            reason = f"{seg}-{field} {label} is not a valid HL7 date: {exc}"
             raise MappingError(seg, field, reason) from exc
 
 

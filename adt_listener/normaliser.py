@@ -53,8 +53,9 @@ def normalise(key: bytes, value: bytes, time_zone: Callable[[str], ZoneInfo],
         return _dead(key, raw, exc.reason, exc.segment, exc.field, now())
     except Er7Error as exc:
         return _dead(key, raw, exc.reason, exc.segment, exc.field, now())
-    except (ValueError, LookupError) as exc:  # a defect in mapping must not stop the stream
-        return _dead(key, raw, f"unmappable message: {type(exc).__name__}", None, None, now())
+    except Exception as exc:  # a defect in mapping must never stop the stream
+        return _dead(key, raw, f"unmappable message ({type(exc).__name__}); report it as a "
+                     "defect", None, None, now())
     outcome = Outcome(raw.message_id, PROCESSED)
     return Normalised(key, event, None, outcome, raw.received_at)
 

@@ -135,6 +135,8 @@ class Relay:
             stale = await self._store.unpublished(self._batch, received_before=cutoff)
             if stale:
                 log.warning("relay.stale_unpublished", messages=len(stale))
+                published = {r.id for r in stale}
+                self._queue = [r for r in self._queue if r.id not in published]
                 return await self._publish(stale)
         rows, self._queue = self._queue[: self._batch], self._queue[self._batch :]
         rows = [r for r in rows if r.id > self._recovered_up_to]

@@ -109,6 +109,7 @@ class MessageStore(Protocol):
     async def count_by_status(self) -> dict[str, int]: ...
     async def republish(self, since: datetime | None, facility: str | None) -> int: ...
     async def requeue_unprocessed(self, published_before: datetime) -> int: ...
+    async def decided(self, ids: Sequence[int]) -> set[int]: ...
 
 
 class SqlAlchemyMessageStore:
@@ -136,11 +137,13 @@ class SqlAlchemyMessageStore:
         except (IntegrityError, sqlite3.IntegrityError):
             # Another process stored one of these keys between our check and our insert:
             # retry one by one, so each sees the other's commit.
-            results = []
-            for item in batch:
-                results.append((await self._db.run(
-                    lambda conn, item=item: self._store_once(conn, [item])))[0])
-            return results
+            return [await self._store_one(item) for item in batch]
+
+    async def _store_one(self, item: IncomingMessage) -> StoreResult:
+        def once(conn: Connection) -> StoreResult:
+            return self._store_once(conn, [item])[0]
+
+        return await self._db.run(once)
 
     def _store_once(self, conn: Connection, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
         keys = {item.dedupe_key for item in batch if item.dedupe_key}
@@ -193,7 +196,7 @@ class SqlAlchemyMessageStore:
             .limit(limit)
         )
         return await self._db.run(
-            lambda conn: [PendingMessage(*row) for row in conn.execute(query).all()])
+            lambda conn: [PendingMessage._make(row) for row in conn.execute(query).all()])
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
         if not ids:
@@ -235,7 +238,7 @@ class SqlAlchemyMessageStore:
                        c.ack_code, c.status, c.reason, c.published_at, c.processed_at)
         query = (query.where(and_(*conds)) if conds else query).order_by(c.id.desc()).limit(limit)
         return await self._db.run(
-            lambda conn: [StoredMessage(*row) for row in conn.execute(query).all()])
+            lambda conn: [StoredMessage._make(row) for row in conn.execute(query).all()])
 
     async def backlog(self) -> int:
         c = messages.c
@@ -262,6 +265,14 @@ class SqlAlchemyMessageStore:
             conds.append(c.sending_facility == facility)
         stmt = update(messages).where(*conds).values(published_at=None, status=ACCEPTED)
         return await self._db.run(lambda conn: int(conn.execute(stmt).rowcount or 0))
+
+    async def decided(self, ids: Sequence[int]) -> set[int]:
+        """Which of these messages already have an outcome (processed or dead-lettered)."""
+        if not ids:
+            return set()
+        c = messages.c
+        query = select(c.id).where(c.id.in_(list(ids)), c.status.in_((PROCESSED, DEADLETTERED)))
+        return await self._db.run(lambda conn: {int(i) for i in conn.execute(query).scalars()})
 
     async def requeue_unprocessed(self, published_before: datetime) -> int:
         """Mark accepted messages published before the cutoff, yet unprocessed, unpublished."""

@@ -112,6 +112,10 @@ class FakeMessageStore:
             self._rows[r.id] = replace(r, published_at=None)
         return len(hits)
 
+    async def decided(self, ids: Sequence[int]) -> set[int]:
+        return {i for i in ids if i in self._rows
+                and self._rows[i].status in ("processed", "deadlettered")}
+
 
 def _pending(r: _Row) -> PendingMessage:
     i = r.item

@@ -71,10 +71,20 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
 
     @app.agent(raw, name="adt-normaliser")
     async def normaliser(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(500, within=0.05):
+        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
             results = [normalise(e.key or b"", e.value, time_zone) for e in batch]
+            results = await _undecided(await store(), results)
             await _publish(results, events, dead)
             await _record(await store(), results)
+
+
+async def _undecided(store: SqlAlchemyMessageStore,
+                     results: list[Normalised]) -> list[Normalised]:
+    """Drop results for messages that already have an outcome: a resend by the relay after a
+    crash or broker restart is processed once."""
+    ids = [r.outcome.message_id for r in results if r.outcome is not None]
+    done = await store.decided(ids)
+    return [r for r in results if r.outcome is None or r.outcome.message_id not in done]
 
 
 async def _publish(results: list[Normalised], events: Any, dead: Any) -> None:

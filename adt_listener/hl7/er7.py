@@ -104,7 +104,10 @@ class Message:
         for n, line in enumerate(self._lines):
             name = line.partition(sep)[0]
             if len(name) != 3 or not _SEGMENT_NAME.match(name):
-                raise Er7Error(f"segment {n + 1} has no valid segment name", name[:3] or "?")
+                # The location names a segment only when it looks like one: a stray line of text
+                # must not end up in logs, metrics or reasons.
+                where = name[:3] if _SEGMENT_NAME.match(name[:3]) else "?"
+                raise Er7Error(f"segment {n + 1} has no valid segment name", where)
             self._index.setdefault(name, []).append(n)
             self.names.append(name)
         self._fields: list[list[str] | None] = [None] * len(self._lines)

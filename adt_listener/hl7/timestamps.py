@@ -29,7 +29,11 @@ _DTM = re.compile(
 
 
 class TimestampError(ValueError):
-    """A value is not a valid HL7 date or time; the message says what is wrong with it."""
+    """A value is not a valid HL7 date or time.
+
+    The message says what is wrong in general terms and never repeats the value: it ends up in
+    dead-letter reasons shown to analysts, and a birth date is PHI.
+    """
 
 
 def parse_hl7_datetime(value: str, tz: ZoneInfo) -> datetime | None:
@@ -61,7 +65,10 @@ def parse_hl7_datetime(value: str, tz: ZoneInfo) -> datetime | None:
     naive, offset = _parse(text)
     if offset is not None:
         return naive.replace(tzinfo=offset)
-    return localise(naive, tz)
+    try:
+        return localise(naive, tz)
+    except OverflowError as exc:  # year 9999 near the end of the calendar
+        raise TimestampError("the time is out of the supported range") from exc
 
 
 def parse_hl7_date(value: str) -> date | None:
@@ -106,7 +113,7 @@ def _first_component(value: str) -> str:
 def _parse(text: str) -> tuple[datetime, timezone | None]:
     match = _DTM.fullmatch(text)
     if match is None:
-        raise TimestampError(f"{text!r} is not an HL7 date/time, expected {_SHAPE}")
+        raise TimestampError(f"not an HL7 date/time, expected {_SHAPE}")
     parts = match.groupdict()
     fraction = parts["fraction"] or ""
     try:
@@ -120,7 +127,7 @@ def _parse(text: str) -> tuple[datetime, timezone | None]:
             int(fraction.ljust(6, "0")) if fraction else 0,
         )
     except ValueError as exc:
-        raise TimestampError(f"{text!r} is out of range: {exc}") from exc
+        raise TimestampError(f"a date or time part is out of range ({exc})") from exc
     return naive, _offset(parts["offset"], text)
 
 
@@ -129,6 +136,6 @@ def _offset(raw: str | None, text: str) -> timezone | None:
         return None
     hours, minutes = int(raw[1:3]), int(raw[3:5])
     if hours > 23 or minutes > 59:
-        raise TimestampError(f"{text!r} has an out-of-range UTC offset {raw}")
+        raise TimestampError("the UTC offset is out of range (hours 0-23, minutes 0-59)")
     delta = timedelta(hours=hours, minutes=minutes)
     return timezone(-delta if raw[0] == "-" else delta)

@@ -365,3 +365,13 @@ async def test_unpublished_can_skip_recent_rows(store: MessageStore) -> None:
     await store.store([msg("OLD", at=T0), msg("NEW", at=T0 + timedelta(minutes=5))])
     old = await store.unpublished(10, received_before=T0 + timedelta(minutes=1))
     assert [p.control_id for p in old] == ["OLD"]
+
+
+async def test_decided_names_the_messages_with_an_outcome(store: MessageStore) -> None:
+    results = await store.store([msg("D1"), msg("D2"), msg("D3")])
+    ids = [r.id for r in results]
+    assert all(i is not None for i in ids)
+    await store.record_outcomes([Outcome(ids[0], "processed"),  # type: ignore[arg-type]
+                                 Outcome(ids[1], "deadlettered", "PV1-45: bad")], T0)
+    assert await store.decided(ids) == {ids[0], ids[1]}  # type: ignore[arg-type]
+    assert await store.decided([]) == set()

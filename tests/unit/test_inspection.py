@@ -45,8 +45,8 @@ RULES = [
     case(b"MSH|^~\\&&#|HIS|WARD\r", "AR", "MSH", 2, id="msh2-six-characters"),
     case(b"MSH|^~\\^|HIS|WARD\r", "AR", "MSH", 2, id="msh2-repeated-character"),
     case(b"MSH|^~\\&\rPID|1\r", "AR", "MSH", 2, id="msh2-not-followed-by-field"),
-    case(adt(EVN, "pid|1||123"), "AR", "pid", None, "segment 3", id="segment-name-lowercase"),
-    case(adt(EVN, "PI|1||123"), "AR", "PI", None, "segment 3", id="segment-name-short"),
+    case(adt(EVN, "pid|1||123"), "AR", "?", None, "segment 3", id="segment-name-lowercase"),
+    case(adt(EVN, "PI|1||123"), "AR", "?", None, "segment 3", id="segment-name-short"),
     # -- AR: MSH-9 --------------------------------------------------------------------------
     case(adt(type=""), "AR", "MSH", 9, id="msh9-empty"),
     case(adt(type="^A01"), "AR", "MSH", 9, id="msh9-no-type"),
@@ -221,3 +221,21 @@ def test_corpus_exceptions_exist() -> None:
     for folder, names in (("msgs", MSGS_EXCEPTIONS), ("bad", BAD_EXCEPTIONS)):
         for name in names:
             assert (CORPUS / folder / name).is_file(), f"{folder}/{name} is gone from the corpus"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "segment", "field"),
+    [
+        (adt(EVN, PID, cid="C" * 200), "AE", "MSH", 10),
+        (adt(EVN, PID).replace(b"|WARD|", b"|" + b"F" * 181 + b"|", 1), "AR", "MSH", 4),
+        (adt(EVN, "PID|1||" + "9" * 251 + "^^^HOSP"), "AE", "PID", 3),
+    ],
+    ids=["control-id", "facility", "patient-key"],
+)
+def test_values_longer_than_the_store_columns_are_refused(
+        raw: bytes, code: str, segment: str, field: int) -> None:
+    verdict = inspect(raw)
+    assert verdict.code == code
+    assert verdict.error is not None
+    assert (verdict.error.location.segment, verdict.error.location.field) == (segment, field)
+    assert "longer than" in verdict.error.reason
