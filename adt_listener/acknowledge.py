@@ -7,7 +7,9 @@ message and ACK together through the writer, and only then hand the ACK back to 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -17,7 +19,7 @@ import structlog
 from adt_listener.hl7.ack import AckError, EchoHeader, ErrorLocation, build_ack
 from adt_listener.hl7.batch import is_batch, split_batch
 from adt_listener.hl7.framing import Frame, FrameTooLarge
-from adt_listener.inspection import Verdict, inspect
+from adt_listener.inspection import Verdict, inspect, refused
 from adt_listener.store import ACCEPTED, REJECTED, IncomingMessage
 from adt_listener.writer import StoreWriter
 from transcare import metrics
@@ -110,32 +112,29 @@ class Responder:
             verdict = Verdict("AR", error, EchoHeader())
             acks = await self._store(payload, verdict, peer)
             return "".join(acks).encode("ascii", "replace")
-        acks = []
-        for raw in batch.messages:
-            verdict = self._policy(inspect(raw), peer)
-            acks.extend(await self._store(raw, verdict._replace(accept_ack="",
-                                                                application_ack=""), peer))
-        count = len(batch.messages)
-        return ("BHS|^~\\&\r" + "".join(acks) + f"BTS|{count}\r").encode("utf-8", "replace")
+        verdicts = [self._policy(inspect(raw), peer)._replace(accept_ack="", application_ack="")
+                    for raw in batch.messages]
+        # Submitted together (in order) so the whole batch shares group commits.
+        acks = await asyncio.gather(*(self._store(raw, verdict, peer)
+                                      for raw, verdict in zip(batch.messages, verdicts,
+                                                              strict=True)))
+        body = "".join(frame for frames in acks for frame in frames)
+        sep, encoding = _batch_delimiters(batch.header)
+        reply = f"BHS{sep}{encoding}\r{body}BTS{sep}{len(batch.messages)}\r"
+        return reply.encode(verdicts[0].codec, "replace")
 
     async def _oversize(self, event: FrameTooLarge, peer: str) -> bytes:
-        limit = self._writer_limit_text(event)
-        verdict = Verdict("AR", AckError(ErrorLocation("MSH"), 100, limit), EchoHeader())
+        reason = f"message of {event.size_seen} bytes exceeds the listener's maximum size"
+        verdict = refused(event.head, AckError(ErrorLocation("MSH"), 100, reason))
         log.warning("mllp.frame_too_large", peer=peer, bytes=event.size_seen)
         acks = await self._store(b"", verdict, peer)
-        return acks[0].encode("ascii")
-
-    @staticmethod
-    def _writer_limit_text(event: FrameTooLarge) -> str:
-        return f"message of {event.size_seen} bytes exceeds the listener's maximum size"
+        return acks[0].encode("latin-1", "replace")
 
     def _next_id(self) -> str:
         return f"{self._prefix}{next(self._ids):06d}"
 
-    @staticmethod
-    def _count(verdict: Verdict, duplicate: bool) -> None:
-        metrics.MESSAGES_RECEIVED.labels(verdict.sending_facility or "unknown",
-                                         verdict.message_type or "unknown").inc()
+    def _count(self, verdict: Verdict, duplicate: bool) -> None:
+        metrics.MESSAGES_RECEIVED.labels(*self._labels(verdict)).inc()
         metrics.ACKS_SENT.labels(verdict.code).inc()
         if duplicate:
             metrics.DUPLICATES.inc()
@@ -144,6 +143,30 @@ class Responder:
             log.info("mllp.rejected", code=verdict.code, control_id=verdict.control_id,
                      facility=verdict.sending_facility, location=str(verdict.error.location),
                      reason=verdict.error.reason)
+
+
+    def _labels(self, verdict: Verdict) -> tuple[str, str]:
+        """Bounded metric labels: a facility only when configured or its ADT header was
+        readable (AA/AE), a type only when it looks like one; never message text."""
+        facility = verdict.sending_facility
+        known = facility in self._facilities or verdict.code in ("AA", "AE")
+        mtype = verdict.message_type
+        return (facility if known and facility else "other",
+                mtype if _TYPE_LABEL.match(mtype) else "other")
+
+
+def _batch_delimiters(header: bytes) -> tuple[str, str]:
+    """FHS/BHS-1 and -2 of the sender's batch header, to mirror in the batch reply."""
+    text = header.decode("latin-1")
+    if len(text) > 4:
+        sep = text[3]
+        encoding = text[4:].split(sep, 1)[0]
+        if 4 <= len(encoding) <= 5:
+            return sep, encoding
+    return "|", "^~\\&"
+
+
+_TYPE_LABEL = re.compile(r"^[A-Z0-9]{3}(\^[A-Z0-9]{2,3})?$")
 
 
 def _wanted(condition: str, success: bool) -> bool:

@@ -29,6 +29,7 @@ _VERSION = re.compile(r"^2\.\d+(\.\d+)?$")
 _GLUED = re.compile(r" (EVN|PID|PD1|ROL|NK1|PV1|PV2|DG1|IN1|IN2|GT1|AL1|OBX|MRG|ZPI)\|")
 _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 _TRAILERS = frozenset({"BTS", "FTS"})
+_FIRST_LINE = re.compile(rb"\r|\n")
 
 
 class Verdict(NamedTuple):
@@ -42,7 +43,6 @@ class Verdict(NamedTuple):
         sending_facility: MSH-4.1 ('' when unreadable).
         control_id: MSH-10 ('' when absent).
         patient_key: routing key 'value@authority' (PID-3, else MRG-1), '' when none.
-        text: the decoded message, '' when undecodable.
         codec: Python codec used to decode.
         enhanced: MSH-15/16 asked for enhanced-mode acknowledgement.
         accept_ack: MSH-15 (AL, NE, ER, SU; '' in original mode).
@@ -56,7 +56,6 @@ class Verdict(NamedTuple):
     sending_facility: str = ""
     control_id: str = ""
     patient_key: str = ""
-    text: str = ""
     codec: str = "ascii"
     accept_ack: str = ""
     application_ack: str = ""
@@ -77,15 +76,33 @@ def inspect(raw: bytes) -> Verdict:
         text, codec = decode_message(raw)
     except CharsetError as exc:
         reason = exc.reason if "MSH-18" in exc.reason else f"MSH-18 {exc.charset}: {exc.reason}"
-        return Verdict("AR", AckError(ErrorLocation("MSH", 18), 102, reason), EchoHeader())
+        return refused(raw, AckError(ErrorLocation("MSH", 18), 102, reason))
     try:
         msg = Message(text)
     except Er7Error as exc:
-        header = EchoHeader()
         err = AckError(ErrorLocation(exc.segment, exc.field), 102 if exc.field else 100,
                        exc.reason)
-        return Verdict("AR", err, header, text=text, codec=codec)
+        return refused(raw, err)
     return _judge(msg, text, codec)
+
+
+def refused(raw: bytes, error: AckError) -> Verdict:
+    """An AR for a message that cannot be read, echoing its MSH when the MSH itself is readable.
+
+    Interface engines match ACKs to messages by MSA-2, so even a reject for bad bytes, a bad
+    segment or an oversize frame (``raw`` is then its first bytes) should carry MSH-10.
+    """
+    first = _FIRST_LINE.split(raw.removeprefix(b"\xef\xbb\xbf"), maxsplit=1)[0]
+    try:
+        msg = Message(first.decode("latin-1"))
+    except Er7Error:
+        return Verdict("AR", error, EchoHeader(), codec="latin-1")
+    msh = _Msh(msg)
+    mtype, trigger = msh.get(9, 1), msh.get(9, 2)
+    return Verdict("AR", error, _header(msh, msg),
+                   message_type=f"{mtype}^{trigger}" if trigger else mtype,
+                   sending_facility=msh.get(4)[:MAX_FACILITY],
+                   control_id=msh.get(10)[:MAX_CONTROL_ID], codec="latin-1")
 
 
 class _Msh:
@@ -140,7 +157,7 @@ def _judge(msg: Message, text: str, codec: str) -> Verdict:
     return Verdict(
         code, error, header, message_type=f"{mtype}^{trigger}" if trigger else mtype,
         sending_facility=msh.get(4), control_id=msh.get(10), patient_key=key,
-        text=text, codec=codec, accept_ack=msh.get(15), application_ack=msh.get(16),
+        codec=codec, accept_ack=msh.get(15), application_ack=msh.get(16),
     )
 
 

@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import cast
 
 import structlog
@@ -173,7 +172,3 @@ class MllpServer:
                 if conn._transport:
                     conn._transport.close()
             await self._server.wait_closed()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

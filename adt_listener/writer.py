@@ -73,9 +73,12 @@ class StoreWriter:
                 if not fut.done():
                     fut.set_exception(exc)
             return
-        committed = [item.pending(result.id) for (item, _), result in zip(batch, results, strict=True)
-                     if result.id is not None and item.status == ACCEPTED]
-        self._on_commit(committed)
         for (_, fut), result in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+        committed = [item.pending(result.id) for (item, _), result in zip(batch, results, strict=True)
+                     if result.id is not None and item.status == ACCEPTED]
+        try:
+            self._on_commit(committed)
+        except Exception as exc:  # the relay finds these rows in the store on its next poll
+            log.error("store.on_commit_failed", error=type(exc).__name__)

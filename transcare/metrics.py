@@ -30,7 +30,7 @@ CONNECTIONS = Gauge(
     "transcare_mllp_connections", "Open MLLP connections", multiprocess_mode="livesum"
 )
 CONNECTIONS_REFUSED = Counter("transcare_mllp_connections_refused_total",
-                              "Connections closed at once (limit or TLS failure)", ["reason"])
+                              "Connections closed at once (connection limit)", ["reason"])
 PUBLISHED = Counter("transcare_relay_published_total", "Stored messages published to adt.raw.v1")
 RELAY_ERRORS = Counter("transcare_relay_errors_total", "Relay publish failures (will retry)")
 EVENTS_NORMALISED = Counter("transcare_events_normalised_total",

@@ -184,7 +184,11 @@ def _apply_toml(settings: Settings, path: Path, from_env: set[str]) -> Settings:
             if key not in known:
                 raise SettingsError(f"config file {path}: [{section}] {key} is not a setting")
             if key not in from_env:
-                changes[key] = known[key](value)
+                try:
+                    changes[key] = _convert(known[key], value)
+                except (TypeError, ValueError) as exc:
+                    raise SettingsError(f"config file {path}: [{section}] {key} = {value!r}: "
+                                        f"{exc}") from exc
     facilities = {
         name: FacilitySettings(
             name=name,
@@ -194,6 +198,19 @@ def _apply_toml(settings: Settings, path: Path, from_env: set[str]) -> Settings:
         for name, table in doc.get("facilities", {}).items()
     }
     return replace(settings, facilities=facilities, **changes)
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    """A TOML value as the setting's type; TOML booleans and numbers are taken as they are."""
+    if kind is _bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _bool(value)
+        raise ValueError("expected true or false")
+    if kind in (int, float) and isinstance(value, bool):
+        raise ValueError("expected a number")
+    return kind(value)
 
 
 def _check_zones(settings: Settings) -> None:

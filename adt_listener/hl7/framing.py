@@ -26,9 +26,10 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class FrameTooLarge:
-    """A frame exceeded the maximum size; its bytes were discarded."""
+    """A frame exceeded the maximum size; its bytes were discarded but its first ``head``."""
 
     size_seen: int
+    head: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +59,12 @@ class MllpDecoder:
     :attr:`in_frame` tells whether a frame is open (a disconnect now means a partial frame).
     """
 
-    __slots__ = ("_buf", "_in_frame", "_max", "_oversize", "_seen")
+    __slots__ = ("_buf", "_head", "_in_frame", "_max", "_oversize", "_seen")
+    HEAD_BYTES = 4096  # kept from an oversize frame, so its reject can echo the MSH
 
     def __init__(self, max_frame: int = 1 << 20) -> None:
         self._buf = bytearray()
+        self._head = b""
         self._in_frame = False
         self._oversize = False
         self._seen = 0
@@ -110,16 +113,21 @@ class MllpDecoder:
     def _absorb(self, chunk: bytes) -> None:
         self._seen += len(chunk)
         if self._oversize:
+            if len(self._head) < self.HEAD_BYTES:
+                self._head += chunk[: self.HEAD_BYTES - len(self._head)]
             return
         if self._seen > self._max:
+            # Keep only the first HEAD_BYTES (bounded whatever the frame's size).
             self._oversize = True
+            self._head = (bytes(self._buf) + chunk)[: self.HEAD_BYTES]
             self._buf.clear()
             return
         self._buf += chunk
 
     def _finish(self, events: list[FramingEvent]) -> None:
         if self._oversize:
-            events.append(FrameTooLarge(self._seen))
+            events.append(FrameTooLarge(self._seen, self._head))
+            self._head = b""
         else:
             events.append(Frame(bytes(self._buf)))
         self._buf.clear()

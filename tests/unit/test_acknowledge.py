@@ -193,3 +193,38 @@ async def test_unknown_facility_rejected_when_required(writer: StoreWriter) -> N
     assert parse(reply).field("ERR", 2) == "MSH^1^4"
     (known,) = await r.respond(Frame(adt("U2")), PEER)
     assert msa(known) == ("AA", "U2")
+
+
+# -- rejects still echo MSH-10 when the MSH can be read -----------------------------------------
+
+
+async def test_oversize_reject_echoes_the_senders_header(plain: Responder) -> None:
+    head = adt("BIG1")[:200]
+    (reply,) = await plain.respond(FrameTooLarge(5_000_000, head), PEER)
+    ack = parse(reply)
+    assert msa(reply) == ("AR", "BIG1")
+    assert (ack.get("MSH", 5), ack.get("MSH", 6)) == ("HIS", "WARD")
+
+
+async def test_undecodable_bytes_reject_echoes_the_senders_header(plain: Responder) -> None:
+    raw = adt("LAT1").replace(b"PID|1||123^^^HOSP^MR", b"PID|1||123^^^HOSP^MR||Jos\xe9^A")
+    (reply,) = await plain.respond(Frame(raw), PEER)
+    assert msa(reply) == ("AR", "LAT1")
+    assert "0xE9" in parse(reply).get("ERR", 8)
+
+
+async def test_unreadable_segment_reject_echoes_the_senders_header(plain: Responder) -> None:
+    raw = adt("SEG1") + b"Jane said hello\r"
+    (reply,) = await plain.respond(Frame(raw), PEER)
+    ack = parse(reply)
+    assert msa(reply) == ("AR", "SEG1")
+    assert ack.get("ERR", 2) == "?" and "Jane" not in reply.decode()
+
+
+async def test_batch_reply_mirrors_the_batch_delimiters(plain: Responder) -> None:
+    message = adt("BD1").replace(b"|", b"#").replace(b"MSH#^~\\&#", b"MSH#^~\\&#")
+    payload = b"BHS#^~\\&#HIS#WARD\r" + message + b"BTS#1\r"
+    (reply,) = await plain.respond(Frame(payload), PEER)
+    lines = [ln for ln in reply.decode().split("\r") if ln]
+    assert lines[0] == "BHS#^~\\&" and lines[-1] == "BTS#1"
+    assert any(ln.startswith("MSA#AA#BD1") for ln in lines)

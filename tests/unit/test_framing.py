@@ -120,7 +120,8 @@ def test_oversize_frame_is_reported_once_with_bounded_buffer(chunk: int) -> None
     for i in range(0, len(data), chunk):
         events += decoder.feed(data[i : i + chunk])
         assert decoder.buffered <= max_frame
-    assert events == [FrameTooLarge(len(oversize))]
+    # The first bytes are kept (bounded) so the reject can echo the MSH.
+    assert events == [FrameTooLarge(len(oversize), oversize[: MllpDecoder.HEAD_BYTES])]
     assert not decoder.in_frame
     assert decoder.buffered == 0
     # The decoder recovers: the next normal frame still decodes.
@@ -130,7 +131,7 @@ def test_oversize_frame_is_reported_once_with_bounded_buffer(chunk: int) -> None
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [(100, Frame(b"Y" * 100)), (101, FrameTooLarge(101))],
+    [(100, Frame(b"Y" * 100)), (101, FrameTooLarge(101, b"Y" * 101))],
     ids=["at-limit", "one-over"],
 )
 def test_max_frame_boundary(size: int, expected: FramingEvent) -> None:

@@ -1,0 +1,45 @@
+"""Settings from TRANSCARE_* variables and the TOML file; bad values name what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from transcare.settings import SettingsError, load_settings
+
+
+def test_defaults_are_documented_values(tmp_path: Path) -> None:
+    s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path)})
+    assert (s.mllp_port, s.http_port, s.max_message_bytes) == (2575, 8080, 1 << 20)
+    assert s.embedded_broker and s.effective_database_url.startswith("sqlite+aiosqlite:///")
+    assert s.effective_republish_after == 60.0
+
+
+def test_environment_wins_over_the_file(tmp_path: Path) -> None:
+    (tmp_path / "transcare.toml").write_text(
+        '[listener]\nmllp_port = 3000\nrequire_known_facility = true\n'
+        '[facilities.GENHOSP]\ntime_zone = "America/Chicago"\nallowed_sources = ["10.0.0.5"]\n')
+    s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), "TRANSCARE_MLLP_PORT": "4000"})
+    assert s.mllp_port == 4000 and s.require_known_facility is True
+    assert s.facility("GENHOSP").allowed_sources == ("10.0.0.5",)
+    assert str(s.time_zone("GENHOSP")) == "America/Chicago"
+    assert str(s.time_zone("OTHER")) == "America/New_York"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "names"),
+    [
+        ('[listener]\nidle_timeout_s = "abc"\n', {}, "idle_timeout_s"),
+        ("[listener]\nrequire_known_facility = 1\n", {}, "require_known_facility"),
+        ("[listener]\nno_such_setting = 1\n", {}, "no_such_setting"),
+        ('[facilities.X]\ntime_zone = "Mars/Olympus"\n', {}, "Mars/Olympus"),
+        ("", {"TRANSCARE_MLLP_PORT": "many"}, "TRANSCARE_MLLP_PORT"),
+        ("", {"TRANSCARE_KAFKA_IDEMPOTENCE": "perhaps"}, "TRANSCARE_KAFKA_IDEMPOTENCE"),
+    ],
+)
+def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[str, str],
+                                         names: str) -> None:
+    (tmp_path / "transcare.toml").write_text(toml)
+    with pytest.raises(SettingsError, match=names):
+        load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), **env})
