@@ -110,8 +110,8 @@ class Responder:
             error = AckError(ErrorLocation("BHS"), 100, "batch contains no MSH message"
                              if not batch.messages else "segments before the first MSH")
             verdict = Verdict("AR", error, EchoHeader())
-            acks = await self._store(payload, verdict, peer)
-            return "".join(acks).encode("ascii", "replace")
+            rejected = await self._store(payload, verdict, peer)
+            return "".join(rejected).encode("ascii", "replace")
         verdicts = [self._policy(inspect(raw), peer)._replace(accept_ack="", application_ack="")
                     for raw in batch.messages]
         # Submitted together (in order) so the whole batch shares group commits.
