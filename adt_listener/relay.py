@@ -17,15 +17,22 @@ from typing import Protocol
 
 import structlog
 
-from adt_listener.store import MessageStore, PendingMessage
+from adt_listener.store import DEADLETTERED, MessageStore, Outcome, PendingMessage
 from schemas.topics import ADT_RAW, partition_key
 from transcare import metrics
 
 log = structlog.get_logger("adt_listener.relay")
 
 
+class RecordTooLarge(Exception):
+    """The broker refuses a record for its size (raised by a :class:`Publisher`)."""
+
+
 class Publisher(Protocol):
-    """Sends keyed records to a topic; ``publish`` returns when the broker acknowledged all."""
+    """Sends keyed records to a topic; ``publish`` returns when the broker acknowledged all.
+
+    Raises :class:`RecordTooLarge` when the broker refuses a record for its size.
+    """
 
     async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None: ...
 
@@ -158,9 +165,34 @@ class Relay:
         if self._publisher is None:
             self._publisher = await self._connect()
         records = [(partition_key(r.patient_key, f"msg-{r.id}"), envelope(r)) for r in rows]
-        await self._publisher.publish(ADT_RAW.name, records)
+        try:
+            await self._publisher.publish(ADT_RAW.name, records)
+        except RecordTooLarge:
+            return await self._publish_one_by_one(rows, records)
         await self._store.mark_published([r.id for r in rows], datetime.now(UTC))
         metrics.PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def _publish_one_by_one(self, rows: list[PendingMessage],
+                                  records: list[tuple[bytes, bytes]]) -> int:
+        """A record the broker refuses as too large must not stop everyone else's messages:
+        publish one by one and dead-letter the refused ones with the reason."""
+        assert self._publisher is not None
+        refused: list[Outcome] = []
+        for row, record in zip(rows, records, strict=True):
+            try:
+                await self._publisher.publish(ADT_RAW.name, [record])
+            except RecordTooLarge:
+                reason = (f"message: {len(record[1])} bytes once enveloped, more than the Kafka "
+                          "topic accepts; raise the broker's message.max.bytes or lower "
+                          "TRANSCARE_MAX_MESSAGE_BYTES")
+                refused.append(Outcome(row.id, DEADLETTERED, reason))
+                metrics.DEADLETTERS.labels("kafka-size").inc()
+                log.error("relay.message_too_large", message_id=row.id, bytes=len(record[1]))
+        now = datetime.now(UTC)
+        await self._store.record_outcomes(refused, now)
+        await self._store.mark_published([r.id for r in rows], now)
+        metrics.PUBLISHED.inc(len(rows) - len(refused))
         return len(rows)
 
     async def _sweep(self) -> None:

@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--port", type=int, default=None)
     send.add_argument("--timeout", type=float, default=30.0)
     send.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay = sub.add_parser("replay", help="re-publish stored messages (processing is "
+                            "idempotent)")
+    replay.add_argument("--since", default=None, metavar="TIME",
+                        help="ISO 8601 date or time; without an offset, TRANSCARE_TIME_ZONE")
+    replay.add_argument("--facility", default=None, metavar="F", help="MSH-4 sending facility")
     validate = sub.add_parser("validate", help="strict HL7 validation of sample files "
                               "(hl7apy), for onboarding a feed")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -67,6 +72,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
     if command == "db":
         return processes.db_upgrade(settings)
+    if command == "replay":
+        return processes.replay(settings, args.since, args.facility)
     if command == "validate":
         return processes.validate_files(args.files)
     if command == "send":

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError, TopicAlreadyExistsError
+
+from adt_listener.relay import RecordTooLarge
 
 log = structlog.get_logger("transcare.kafka")
 
@@ -39,6 +41,12 @@ class KafkaPublisher:
         ``send`` would put them) into record batches: one future per batch, not per record.
         Order within a partition is the order of ``records``.
         """
+        try:
+            await self._send(topic, records)
+        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+            raise RecordTooLarge(str(exc)) from exc
+
+    async def _send(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
         partitions = sorted(await self._producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for key, value in records:

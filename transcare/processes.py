@@ -95,6 +95,37 @@ async def _send(files: Sequence[Path], host: str, port: int, timeout: float) -> 
     return 1 if failures else 0
 
 
+def replay(settings: Settings, since: str | None, facility: str | None) -> int:
+    """Mark stored, non-rejected messages for publishing again; the running listener's relay
+    publishes them and the worker processes them again (events keep their ids)."""
+    from datetime import datetime
+
+    from adt_listener.store import SqlAlchemyMessageStore
+    from transcare.db.database import open_database
+
+    start = None
+    if since:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            print(f"transcare replay: --since {since!r} is not an ISO 8601 date or time",
+                  file=sys.stderr)
+            return 2
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=settings.time_zone(""))
+
+    async def run() -> int:
+        db = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+        try:
+            return await SqlAlchemyMessageStore(db).republish(start, facility)
+        finally:
+            await db.dispose()
+
+    count = asyncio.run(run())
+    print(f"{count} stored messages queued for publishing again")
+    return 0
+
+
 def validate_files(files: Sequence[Path]) -> int:
     """Print hl7apy's strict findings for every message of every file; 1 if any."""
     from adt_listener.hl7.charset import CharsetError, decode_message
