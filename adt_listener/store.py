@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from transcare.db.database import Database
+from transcare.db.database import Database, ThreadedSqliteDatabase
 from transcare.db.tables import messages
 
 ACCEPTED, PROCESSED, DEADLETTERED, REJECTED = "accepted", "processed", "deadlettered", "rejected"
@@ -133,53 +133,16 @@ class SqlAlchemyMessageStore:
         earlier in the same batch, is not stored again.
         """
         try:
-            return await self._db.run(lambda conn: self._store_once(conn, batch))
+            return await self._run_store(batch)
         except (IntegrityError, sqlite3.IntegrityError):
             # Another process stored one of these keys between our check and our insert:
             # retry one by one, so each sees the other's commit.
-            return [await self._store_one(item) for item in batch]
+            return [(await self._run_store([item]))[0] for item in batch]
 
-    async def _store_one(self, item: IncomingMessage) -> StoreResult:
-        def once(conn: Connection) -> StoreResult:
-            return self._store_once(conn, [item])[0]
-
-        return await self._db.run(once)
-
-    def _store_once(self, conn: Connection, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
-        keys = {item.dedupe_key for item in batch if item.dedupe_key}
-        known = self._known_acks(conn, keys) if keys else {}
-        fresh: list[IncomingMessage] = []
-        for item in batch:
-            key = item.dedupe_key
-            if key is not None and key not in known:
-                known[key] = item.ack
-                fresh.append(item)
-            elif key is None:
-                fresh.append(item)
-        ids = iter(_insert(conn, fresh)) if fresh else iter(())
-        fresh_ids = {id(item): next(ids) for item in fresh}
-        return [
-            StoreResult(item.ack, False, fresh_ids[id(item)]) if id(item) in fresh_ids
-            else StoreResult(known[item.dedupe_key], True)  # type: ignore[index]
-            for item in batch
-        ]
-
-    @staticmethod
-    def _known_acks(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """The stored ACK of each key already accepted (MSH-4, MSH-10)."""
-        if conn.dialect.name == "sqlite":
-            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            found = {}
-            for key in keys:
-                row = cur.execute(_SQLITE_KNOWN, key).fetchone()
-                if row is not None:
-                    found[key] = row[0]
-            return found
-        pair = tuple_(messages.c.sending_facility, messages.c.control_id)
-        query = select(messages.c.sending_facility, messages.c.control_id, messages.c.ack).where(
-            pair.in_(list(keys)), messages.c.status != REJECTED
-        )
-        return {(f, c): ack for f, c, ack in conn.execute(query).all()}
+    async def _run_store(self, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
+        if isinstance(self._db, ThreadedSqliteDatabase):
+            return await self._db.run_dbapi(lambda conn: _store_batch(_SqliteRows(conn), batch))
+        return await self._db.run(lambda conn: _store_batch(_CoreRows(conn), batch))
 
     async def unpublished(self, limit: int,
                           received_before: datetime | None = None) -> list[PendingMessage]:
@@ -200,6 +163,12 @@ class SqlAlchemyMessageStore:
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
         if not ids:
+            return
+        if isinstance(self._db, ThreadedSqliteDatabase):
+            sql = (f"UPDATE messages SET published_at = ? WHERE id IN "
+                   f"({', '.join('?' for _ in ids)})")
+            params = (_sqlite_time(at), *ids)
+            await self._db.run_dbapi(lambda conn: conn.execute(sql, params))
             return
         stmt = update(messages).where(messages.c.id.in_(list(ids))).values(published_at=at)
         await self._db.run(lambda conn: conn.execute(stmt))
@@ -292,25 +261,74 @@ _SQLITE_KNOWN = ("SELECT ack FROM messages WHERE sending_facility = ? AND contro
                  "AND status != 'rejected'")
 
 
-def _insert(conn: Connection, items: Sequence[IncomingMessage]) -> list[int]:
-    """Insert rows; returns their ids in order."""
-    if conn.dialect.name == "sqlite":
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+class _CoreRows:
+    """Duplicate lookup and insert through SQLAlchemy Core (PostgreSQL)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def known_acks(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        pair = tuple_(messages.c.sending_facility, messages.c.control_id)
+        query = select(messages.c.sending_facility, messages.c.control_id, messages.c.ack).where(
+            pair.in_(list(keys)), messages.c.status != REJECTED)
+        return {(f, c): ack for f, c, ack in self._conn.execute(query).all()}
+
+    def insert(self, items: Sequence[IncomingMessage]) -> list[int]:
+        stmt = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+        return [int(i) for i in self._conn.execute(stmt, [_row(item) for item in items]).scalars()]
+
+
+class _SqliteRows:
+    """The same on the sqlite3 driver: the statements SQLAlchemy would emit, without its
+    per-statement interpreter cost, on the listener's hot path."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._cur = conn.cursor()
+
+    def known_acks(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        found = {}
+        for key in keys:
+            row = self._cur.execute(_SQLITE_KNOWN, key).fetchone()
+            if row is not None:
+                found[key] = row[0]
+        return found
+
+    def insert(self, items: Sequence[IncomingMessage]) -> list[int]:
         ids = []
         for item in items:
-            cur.execute(_SQLITE_INSERT, _sqlite_values(item))
-            ids.append(int(cur.lastrowid or 0))
+            self._cur.execute(_SQLITE_INSERT, _sqlite_values(item))
+            ids.append(int(self._cur.lastrowid or 0))
         return ids
-    stmt = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
-    return [int(i) for i in conn.execute(stmt, [_row(item) for item in items]).scalars()]
+
+
+def _store_batch(rows: _CoreRows | _SqliteRows,
+                 batch: Sequence[IncomingMessage]) -> list[StoreResult]:
+    """Insert what is new; answer resends (also within the batch) with the stored ACK."""
+    keys = {item.dedupe_key for item in batch if item.dedupe_key}
+    known = rows.known_acks(keys) if keys else {}
+    fresh: list[IncomingMessage] = []
+    for item in batch:
+        key = item.dedupe_key
+        if key is None:
+            fresh.append(item)
+        elif key not in known:
+            known[key] = item.ack
+            fresh.append(item)
+    ids = dict(zip(map(id, fresh), rows.insert(fresh), strict=True)) if fresh else {}
+    return [StoreResult(item.ack, False, ids[id(item)]) if id(item) in ids
+            else StoreResult(known[item.dedupe_key], True)  # type: ignore[index]
+            for item in batch]
 
 
 def _sqlite_values(item: IncomingMessage) -> tuple[Any, ...]:
-    # Same representation as the UtcDateTime column type: naive UTC ISO text.
-    received = item.received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return (received, item.sending_facility, item.control_id, item.message_type,
-            item.patient_key, item.peer, item.charset, item.raw, item.ack_code, item.ack,
-            item.status, item.reason)
+    return (_sqlite_time(item.received_at), item.sending_facility, item.control_id,
+            item.message_type, item.patient_key, item.peer, item.charset, item.raw, item.ack_code,
+            item.ack, item.status, item.reason)
+
+
+def _sqlite_time(value: datetime) -> str:
+    # The UtcDateTime column's representation on SQLite: naive UTC text with microseconds.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _row(item: IncomingMessage) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+import adt_listener.store as store_module
 from adt_listener.store import (
     ACCEPTED,
     DEADLETTERED,
@@ -297,7 +298,7 @@ async def test_timestamps_round_trip_as_the_same_instant(
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def _miss_next_duplicate_check(store: MessageStore) -> list[int]:
+def _miss_next_duplicate_check(store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Make the next duplicate check see nothing (SQL adapters only), as when another process
     commits the same key between our check and our insert: the insert must then hit the unique
     index (IntegrityError) and the store take its one-by-one retry path. Returns a list that
@@ -306,20 +307,21 @@ def _miss_next_duplicate_check(store: MessageStore) -> list[int]:
     calls: list[int] = []
     if not isinstance(store, SqlAlchemyMessageStore):
         return calls
-    check = store._known_acks
+    for cls in (store_module._SqliteRows, store_module._CoreRows):
+        check = cls.known_acks
 
-    def blind_once(conn: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        calls.append(len(keys))
-        return {} if len(calls) == 1 else check(conn, keys)
+        def blind_once(self: Any, keys: set[tuple[str, str]], _check: Any = check) -> Any:
+            calls.append(len(keys))
+            return {} if len(calls) == 1 else _check(self, keys)
 
-    store._known_acks = blind_once  # type: ignore[method-assign]
+        monkeypatch.setattr(cls, "known_acks", blind_once)
     return calls
 
 
 async def test_a_key_committed_by_another_process_meanwhile_is_a_duplicate(
-        store: MessageStore) -> None:
+        store: MessageStore, monkeypatch: pytest.MonkeyPatch) -> None:
     first = await store.store([msg("K1", ack="A-K1"), msg("K2", ack="A-K2")])
-    calls = _miss_next_duplicate_check(store)
+    calls = _miss_next_duplicate_check(store, monkeypatch)
     second = await store.store([msg("K2", ack="B-K2"), msg("K3", ack="B-K3")])
 
     for key in ("K1", "K2", "K3"):

@@ -13,6 +13,7 @@ the :class:`Database` decides how it runs:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -42,6 +43,7 @@ class ThreadedSqliteDatabase:
             sync_url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(self._engine, "connect", _sqlite_pragmas(synchronous))
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._raw: Any = None  # the hot path's own driver connection, used on the one thread
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -51,10 +53,36 @@ class ThreadedSqliteDatabase:
         with self._engine.begin() as conn:
             return fn(conn)
 
+    async def run_dbapi(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the driver connection in one ``BEGIN IMMEDIATE``
+        transaction: the hot path's statements without SQLAlchemy's per-transaction cost
+        (measured: about 0.3 ms of interpreter time per commit)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._dbapi_transaction, fn)
+
+    def _dbapi_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()
+        conn: sqlite3.Connection = self._raw.driver_connection
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return result
+
     async def dispose(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._engine.dispose)
+        await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=False)
+
+    def _close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+        self._engine.dispose()
 
 
 class AsyncEngineDatabase:
