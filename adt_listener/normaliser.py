@@ -68,8 +68,9 @@ def _dead(key: bytes, raw: RawMessage, reason: str, segment: str | None, field: 
         received_at=raw.received_at, deadlettered_at=at,
     )
     where = f"{segment}-{field}" if segment and field else (segment or "message")
-    return Normalised(key, None, letter, Outcome(raw.message_id, DEADLETTERED,
-                                                 f"{where}: {reason}"), raw.received_at)
+    stored = reason if reason.startswith(where) else f"{where}: {reason}"
+    return Normalised(key, None, letter, Outcome(raw.message_id, DEADLETTERED, stored),
+                      raw.received_at)
 
 
 def _unreadable(key: bytes, exc: ValidationError, at: datetime) -> Normalised:
