@@ -1,0 +1,82 @@
+"""The listener and the worker as processes on PostgreSQL (the production database).
+
+Runs when TRANSCARE_TEST_POSTGRES_URL names a server (``.ci/run`` sets it on this machine);
+elsewhere it reports that it did not run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from adt_listener.client import MllpClient
+from tests.conftest import Service, make_service
+from transcare.broker import EmbeddedBroker
+
+POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(f"PostgreSQL end-to-end test did not run: set {POSTGRES_ENV}")
+    name = f"transcare_flow_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        make_url(server).set(drivername="postgresql").render_as_string(hide_password=False))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+def pg_service(tmp_path: Path, broker: EmbeddedBroker, database_url: str) -> Iterator[Service]:
+    svc = make_service(tmp_path, broker.bootstrap, TRANSCARE_DATABASE_URL=database_url)
+    svc.start("worker")
+    svc.start("listener")
+    yield svc
+    svc.stop_all()
+
+
+async def _statuses(url: str, prefix: str) -> dict[str, str]:
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql")
+                                 .render_as_string(hide_password=False))
+    try:
+        rows = await conn.fetch("SELECT control_id, status FROM messages "
+                                "WHERE control_id LIKE $1", prefix + "%")
+        return {r["control_id"]: r["status"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def test_messages_are_stored_once_and_processed_on_postgresql(
+        pg_service: Service, database_url: str) -> None:
+    import asyncio
+
+    template = (Path(__file__).parent / "data" / "a04.hl7").read_bytes()
+    client = await MllpClient.connect("127.0.0.1", pg_service.mllp_port)
+    codes = []
+    for n in range(40):
+        message = template.replace(b"CONTROLID", f"PG-{n:03d}".encode()).replace(
+            b"PATIENTID", f"Q{n % 5}".encode())
+        codes.append((await client.send(message))[0].code)
+    resend = template.replace(b"CONTROLID", b"PG-000").replace(b"PATIENTID", b"Q0")
+    assert (await client.send(resend))[0].code == "AA"
+    await client.close()
+    assert codes == ["AA"] * 40
+    deadline = asyncio.get_running_loop().time() + 90
+    while True:
+        statuses = await _statuses(database_url, "PG-")
+        if len(statuses) == 40 and set(statuses.values()) == {"processed"}:
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"not processed: {statuses}"
+        await asyncio.sleep(0.5)
