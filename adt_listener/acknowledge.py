@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -20,7 +21,7 @@ from adt_listener.hl7.ack import AckError, EchoHeader, ErrorLocation, build_ack
 from adt_listener.hl7.batch import is_batch, split_batch
 from adt_listener.hl7.framing import Frame, FrameTooLarge
 from adt_listener.inspection import Verdict, inspect, refused
-from adt_listener.store import ACCEPTED, REJECTED, IncomingMessage
+from adt_listener.store import ACCEPTED, REJECTED, IncomingMessage, StoreResult
 from adt_listener.writer import StoreWriter
 from transcare import metrics
 from transcare.settings import FacilitySettings
@@ -49,6 +50,13 @@ class Responder:
         self._clock = clock
         self._ids = itertools.count(1)
         self._prefix = f"{int(time.time()):x}"
+        self._counters: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    @staticmethod
+    def needs_async(event: Frame | FrameTooLarge) -> bool:
+        """Whether a frame takes :meth:`respond` (oversize, batch) rather than
+        :meth:`respond_nowait`."""
+        return isinstance(event, FrameTooLarge) or is_batch(event.payload)
 
     async def respond(self, event: Frame | FrameTooLarge, peer: str) -> list[bytes]:
         """The reply frames' payloads, once every message of the frame is committed."""
@@ -60,20 +68,39 @@ class Responder:
         frames = await self._store(event.payload, verdict, peer)
         return [f.encode(verdict.codec, "replace") for f in frames]
 
+    def respond_nowait(self, payload: bytes, peer: str,
+                       reply: Callable[[list[bytes] | BaseException], None]) -> None:
+        """The hot path for a single message: judge it now, and once it is committed call
+        ``reply`` with the ACK frames (or the store's error: then no ACK may be sent)."""
+        verdict = self._policy(inspect(payload), peer)
+        item = self._item(payload, verdict, peer)
+
+        def done(result: StoreResult | BaseException) -> None:
+            if isinstance(result, BaseException):
+                reply(result)
+                return
+            self._count(verdict, result.duplicate)
+            reply([f.encode(verdict.codec, "replace")
+                   for f in result.ack.split(ACK_SEPARATOR)])
+
+        self._writer.submit_nowait(item, done)
+
     async def _store(self, raw: bytes, verdict: Verdict, peer: str) -> list[str]:
+        result = await self._writer.submit(self._item(raw, verdict, peer))
+        self._count(verdict, result.duplicate)
+        return result.ack.split(ACK_SEPARATOR)
+
+    def _item(self, raw: bytes, verdict: Verdict, peer: str) -> IncomingMessage:
         now = self._clock()
         frames = self._acks(verdict, now)
         status = REJECTED if verdict.code == "AR" or verdict.code == "AE" else ACCEPTED
-        item = IncomingMessage(
+        return IncomingMessage(
             received_at=now, sending_facility=verdict.sending_facility,
             control_id=verdict.control_id or None, message_type=verdict.message_type,
             patient_key=verdict.patient_key, peer=peer, charset=verdict.codec, raw=raw,
             ack_code=verdict.code, ack=ACK_SEPARATOR.join(frames), status=status,
             reason=_reason(verdict.error),
         )
-        result = await self._writer.submit(item)
-        self._count(verdict, result.duplicate)
-        return result.ack.split(ACK_SEPARATOR)
 
     def _acks(self, verdict: Verdict, now: datetime) -> list[str]:
         """Original mode: one ACK. Enhanced mode: commit ACK, then the application ACK."""
@@ -134,8 +161,14 @@ class Responder:
         return f"{self._prefix}{next(self._ids):06d}"
 
     def _count(self, verdict: Verdict, duplicate: bool) -> None:
-        metrics.MESSAGES_RECEIVED.labels(*self._labels(verdict)).inc()
-        metrics.ACKS_SENT.labels(verdict.code).inc()
+        labels = (*self._labels(verdict), verdict.code)
+        counters = self._counters.get(labels)
+        if counters is None:  # labelled children cached: labels() costs microseconds
+            counters = (metrics.MESSAGES_RECEIVED.labels(labels[0], labels[1]),
+                        metrics.ACKS_SENT.labels(labels[2]))
+            self._counters[labels] = counters
+        counters[0].inc()
+        counters[1].inc()
         if duplicate:
             metrics.DUPLICATES.inc()
         if verdict.error is not None:

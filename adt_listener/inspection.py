@@ -83,7 +83,7 @@ def inspect(raw: bytes) -> Verdict:
         err = AckError(ErrorLocation(exc.segment, exc.field), 102 if exc.field else 100,
                        exc.reason)
         return refused(raw, err)
-    return _judge(msg, text, codec)
+    return _judge(msg, codec)
 
 
 def refused(raw: bytes, error: AckError) -> Verdict:
@@ -98,11 +98,11 @@ def refused(raw: bytes, error: AckError) -> Verdict:
     except Er7Error:
         return Verdict("AR", error, EchoHeader(), codec="latin-1")
     msh = _Msh(msg)
-    mtype, trigger = msh.get(9, 1), msh.get(9, 2)
-    return Verdict("AR", error, _header(msh, msg),
-                   message_type=f"{mtype}^{trigger}" if trigger else mtype,
-                   sending_facility=msh.get(4)[:MAX_FACILITY],
-                   control_id=msh.get(10)[:MAX_CONTROL_ID], codec="latin-1")
+    f = _fields(msh)
+    return Verdict("AR", error, _header(msh, msg, f),
+                   message_type=f"{f.mtype}^{f.trigger}" if f.trigger else f.mtype,
+                   sending_facility=f.facility[:MAX_FACILITY],
+                   control_id=f.control_id[:MAX_CONTROL_ID], codec="latin-1")
 
 
 class _Msh:
@@ -132,20 +132,38 @@ class _Msh:
         return self._msg.decode(value)
 
 
-def _header(msh: _Msh, msg: Message) -> EchoHeader:
+class _Fields(NamedTuple):
+    """The MSH values the checks and the ACK need, each read once."""
+
+    mtype: str  # MSH-9.1
+    trigger: str  # MSH-9.2
+    facility: str  # MSH-4.1
+    control_id: str  # MSH-10
+    version: str  # MSH-12.1
+    processing: str  # MSH-11.1
+    stamp: str  # MSH-7.1
+    accept_ack: str  # MSH-15
+    application_ack: str  # MSH-16
+
+
+def _fields(msh: _Msh) -> _Fields:
+    return _Fields(msh.get(9, 1), msh.get(9, 2), msh.get(4), msh.get(10), msh.get(12),
+                   msh.get(11), msh.get(7), msh.get(15), msh.get(16))
+
+
+def _header(msh: _Msh, msg: Message, f: _Fields) -> EchoHeader:
     return EchoHeader(
         sending_application=msh.raw(3), sending_facility=msh.raw(4),
         receiving_application=msh.raw(5), receiving_facility=msh.raw(6),
-        trigger=msh.get(9, 2), control_id=msh.raw(10), processing_id=msh.raw(11),
-        version=msh.get(12), character_set=msh.raw(18), delimiters=msg.delimiters,
+        trigger=f.trigger, control_id=msh.raw(10), processing_id=msh.raw(11),
+        version=f.version, character_set=msh.raw(18), delimiters=msg.delimiters,
     )
 
 
-def _judge(msg: Message, text: str, codec: str) -> Verdict:
+def _judge(msg: Message, codec: str) -> Verdict:
     msh = _Msh(msg)
-    header = _header(msh, msg)
-    mtype, trigger = msh.get(9, 1), msh.get(9, 2)
-    problem = _header_problem(msh, mtype, trigger) or _body_problem(msg, trigger, text)
+    f = _fields(msh)
+    problem = _header_problem(f) or _body_problem(msg, f.trigger)
     key = patient_key(msg)
     if problem is None and len(key) > MAX_PATIENT_KEY:
         problem = ("AE", AckError(ErrorLocation("PID", 3), 102, "PID-3 identifier and "
@@ -155,36 +173,34 @@ def _judge(msg: Message, text: str, codec: str) -> Verdict:
                                   "PID-3 patient identifier is missing (and no MRG-1)"))
     code, error = problem if problem else ("AA", None)
     return Verdict(
-        code, error, header, message_type=f"{mtype}^{trigger}" if trigger else mtype,
-        sending_facility=msh.get(4), control_id=msh.get(10), patient_key=key,
-        codec=codec, accept_ack=msh.get(15), application_ack=msh.get(16),
+        code, error, _header(msh, msg, f),
+        message_type=f"{f.mtype}^{f.trigger}" if f.trigger else f.mtype,
+        sending_facility=f.facility, control_id=f.control_id, patient_key=key,
+        codec=codec, accept_ack=f.accept_ack, application_ack=f.application_ack,
     )
 
 
-def _header_problem(msh: _Msh, mtype: str, trigger: str) -> tuple[str, AckError] | None:
-    if not mtype:
+def _header_problem(f: _Fields) -> tuple[str, AckError] | None:
+    if not f.mtype:
         return _reject("AR", "MSH", 9, 101, "MSH-9 message type is missing")
-    if mtype != "ADT":
-        return _reject("AR", "MSH", 9, 200, f"MSH-9 message type {mtype} is not accepted on "
+    if f.mtype != "ADT":
+        return _reject("AR", "MSH", 9, 200, f"MSH-9 message type {f.mtype} is not accepted on "
                        "this ADT interface")
-    if not trigger:
+    if not f.trigger:
         return _reject("AR", "MSH", 9, 201, "MSH-9 has no trigger event (MSG.2)")
-    version = msh.get(12)
-    if not version:
+    if not f.version:
         return _reject("AR", "MSH", 12, 101, "MSH-12 version id is missing")
-    if not _VERSION.match(version):
-        return _reject("AR", "MSH", 12, 203, f"MSH-12 version {version} is not supported "
+    if not _VERSION.match(f.version):
+        return _reject("AR", "MSH", 12, 203, f"MSH-12 version {f.version} is not supported "
                        "(2.1 to 2.8)")
-    if msh.get(11)[:1] not in ("", "P", "T", "D"):
+    if f.processing[:1] not in ("", "P", "T", "D"):
         return _reject("AR", "MSH", 11, 202, "MSH-11 processing id must be P, T or D")
-    control_id = msh.get(10)
-    too_long = _too_long(msh, mtype, trigger, control_id)
+    too_long = _too_long(f)
     if too_long:
         return too_long
-    if control_id != control_id.strip():
+    if f.control_id != f.control_id.strip():
         return _reject("AE", "MSH", 10, 102, "MSH-10 control id has leading or trailing spaces")
-    stamp = msh.get(7)
-    if stamp and not _TS.match(stamp):
+    if f.stamp and not _TS.match(f.stamp):
         return _reject("AE", "MSH", 7, 102, "MSH-7 message time is not an HL7 timestamp")
     return None
 
@@ -194,20 +210,19 @@ def _header_problem(msh: _Msh, mtype: str, trigger: str) -> tuple[str, AckError]
 MAX_FACILITY, MAX_CONTROL_ID, MAX_TYPE, MAX_PATIENT_KEY = 180, 199, 40, 250
 
 
-def _too_long(msh: _Msh, mtype: str, trigger: str,
-              control_id: str) -> tuple[str, AckError] | None:
-    if len(msh.get(4)) > MAX_FACILITY:
+def _too_long(f: _Fields) -> tuple[str, AckError] | None:
+    if len(f.facility) > MAX_FACILITY:
         return _reject("AR", "MSH", 4, 102, f"MSH-4 sending facility is longer than "
                        f"{MAX_FACILITY} characters")
-    if len(mtype) + len(trigger) + 1 > MAX_TYPE:
+    if len(f.mtype) + len(f.trigger) + 1 > MAX_TYPE:
         return _reject("AR", "MSH", 9, 102, f"MSH-9 is longer than {MAX_TYPE} characters")
-    if len(control_id) > MAX_CONTROL_ID:
+    if len(f.control_id) > MAX_CONTROL_ID:
         return _reject("AE", "MSH", 10, 102, f"MSH-10 control id is longer than "
                        f"{MAX_CONTROL_ID} characters")
     return None
 
 
-def _body_problem(msg: Message, trigger: str, text: str) -> tuple[str, AckError] | None:
+def _body_problem(msg: Message, trigger: str) -> tuple[str, AckError] | None:
     names = list(msg.names)
     while names and names[-1] in _TRAILERS:
         names.pop()  # a batch trailer after the last segment is tolerated (BTS without BHS)
@@ -219,7 +234,7 @@ def _body_problem(msg: Message, trigger: str, text: str) -> tuple[str, AckError]
     evn1 = msg.get("EVN", 1)
     if evn1 and not _EVENT_CODE.match(evn1):
         return _reject("AE", "EVN", 1, 102, "EVN-1 event type code is not a 3-character code")
-    glued = _GLUED.search(text)
+    glued = msg.search(_GLUED)
     if glued:
         return _reject("AE", glued.group(1), None, 100, f"{glued.group(1)} segment appears "
                        "glued to the previous segment with a space instead of a CR")

@@ -56,7 +56,7 @@ def normalise(key: bytes, value: bytes, time_zone: Callable[[str], ZoneInfo],
     except Exception as exc:  # a defect in mapping must never stop the stream
         return _dead(key, raw, f"unmappable message ({type(exc).__name__}); report it as a "
                      "defect", None, None, now())
-    outcome = Outcome(raw.message_id, PROCESSED)
+    outcome = Outcome(raw.message_id, PROCESSED, None, raw.received_at)
     return Normalised(key, event, None, outcome, raw.received_at)
 
 
@@ -69,7 +69,8 @@ def _dead(key: bytes, raw: RawMessage, reason: str, segment: str | None, field: 
     )
     where = f"{segment}-{field}" if segment and field else (segment or "message")
     stored = reason if reason.startswith(where) else f"{where}: {reason}"
-    return Normalised(key, None, letter, Outcome(raw.message_id, DEADLETTERED, stored),
+    return Normalised(key, None, letter,
+                      Outcome(raw.message_id, DEADLETTERED, stored, raw.received_at),
                       raw.received_at)
 
 

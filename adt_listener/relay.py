@@ -186,7 +186,7 @@ class Relay:
                 reason = (f"message: {len(record[1])} bytes once enveloped, more than the Kafka "
                           "topic accepts; raise the broker's message.max.bytes or lower "
                           "TRANSCARE_MAX_MESSAGE_BYTES")
-                refused.append(Outcome(row.id, DEADLETTERED, reason))
+                refused.append(Outcome(row.id, DEADLETTERED, reason, row.received_at))
                 metrics.DEADLETTERS.labels("kafka-size").inc()
                 log.error("relay.message_too_large", message_id=row.id, bytes=len(record[1]))
         now = datetime.now(UTC)

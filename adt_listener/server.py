@@ -46,6 +46,7 @@ class MllpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._paused = False
+        self._in_flight = 0
         self.id = next(_conn_ids)
         self.peer = ""
 
@@ -72,13 +73,43 @@ class MllpConnection(asyncio.Protocol):
                 continue
             if isinstance(event, FrameTooLarge):
                 metrics.FRAMING_ERRORS.labels("oversize").inc()
-            self._pending.append(event)
+            if self._pending or self._task or self._server.responder.needs_async(event):
+                # Batches and oversize frames take the async path; whatever follows them on
+                # this connection queues behind, so replies keep the order of the frames.
+                self._pending.append(event)
+            else:
+                self._answer_now(event)  # type: ignore[arg-type]
         if self._pending and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
-        if len(self._pending) > self._server.limits.max_pipelined and not self._paused:
+        self._apply_backpressure()
+
+    def _answer_now(self, frame: Frame) -> None:
+        """The hot path: judge the message now, write its ACK from the commit callback."""
+        started = time.perf_counter()
+        self._in_flight += 1
+
+        def reply(result: list[bytes] | BaseException) -> None:
+            self._in_flight -= 1
+            if isinstance(result, BaseException):
+                self._store_failed(result)
+            else:
+                self._write(result, started)
+            self._apply_backpressure()
+
+        self._server.responder.respond_nowait(frame.payload, self.peer, reply)
+
+    def _apply_backpressure(self) -> None:
+        queued = len(self._pending) + self._in_flight
+        limit = self._server.limits.max_pipelined
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._paused and queued > limit:
             self._paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
+            transport.pause_reading()
+        elif self._paused and queued <= limit // 2:
+            self._paused = False
+            transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle:
@@ -107,10 +138,7 @@ class MllpConnection(asyncio.Protocol):
             while self._pending:
                 event = self._pending.popleft()
                 await self._answer(event)
-                if self._paused and len(self._pending) <= self._server.limits.max_pipelined // 2:
-                    self._paused = False
-                    if self._transport and not self._transport.is_closing():
-                        self._transport.resume_reading()
+                self._apply_backpressure()
         finally:
             self._task = None
 
@@ -118,17 +146,24 @@ class MllpConnection(asyncio.Protocol):
         started = time.perf_counter()
         try:
             replies = await self._server.responder.respond(event, self.peer)
-        except Exception as exc:  # store unavailable: no ACK may be sent; the sender retries
-            log.error("mllp.store_unavailable", conn=self.id, error=type(exc).__name__)
-            if self._transport:
-                self._transport.close()
-            self._pending.clear()
+        except Exception as exc:
+            self._store_failed(exc)
             return
+        self._write(replies, started)
+
+    def _write(self, replies: list[bytes], started: float) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         transport.write(b"".join(wrap(r) for r in replies))
         metrics.ACK_LATENCY.observe(time.perf_counter() - started)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """The store is unavailable: no ACK may be sent, so close; the sender will resend."""
+        log.error("mllp.store_unavailable", conn=self.id, error=type(exc).__name__)
+        if self._transport:
+            self._transport.close()
+        self._pending.clear()
 
 
 class MllpServer:

@@ -89,11 +89,17 @@ class StoredMessage(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """The normaliser's verdict on a published message."""
+    """The normaliser's verdict on a published message.
+
+    ``received_at`` (from the record) makes the match exact: a record that names an id of
+    another database (a topic shared with another deployment or an older data dir) changes
+    nothing here.
+    """
 
     message_id: int
     status: str
     reason: str | None = None
+    received_at: datetime | None = None
 
 
 class MessageStore(Protocol):
@@ -109,7 +115,7 @@ class MessageStore(Protocol):
     async def count_by_status(self) -> dict[str, int]: ...
     async def republish(self, since: datetime | None, facility: str | None) -> int: ...
     async def requeue_unprocessed(self, published_before: datetime) -> int: ...
-    async def decided(self, ids: Sequence[int]) -> set[int]: ...
+    async def decided(self, messages: Sequence[tuple[int, datetime]]) -> set[int]: ...
 
 
 class SqlAlchemyMessageStore:
@@ -177,15 +183,14 @@ class SqlAlchemyMessageStore:
         """Set processed/deadlettered; idempotent, and never overrides a rejection."""
         if not outcomes:
             return
-        by_status: dict[tuple[str, str | None], list[int]] = {}
+        c = messages.c
+        stmts = []
         for o in outcomes:
-            by_status.setdefault((o.status, o.reason), []).append(o.message_id)
-        stmts = [
-            update(messages)
-            .where(messages.c.id.in_(ids), messages.c.status != REJECTED)
-            .values(status=status, reason=reason, processed_at=at)
-            for (status, reason), ids in by_status.items()
-        ]
+            cond = [c.id == o.message_id, c.status != REJECTED]
+            if o.received_at is not None:
+                cond.append(c.received_at == o.received_at)
+            stmts.append(update(messages).where(*cond)
+                         .values(status=o.status, reason=o.reason, processed_at=at))
 
         def apply(conn: Connection) -> None:
             for stmt in stmts:
@@ -235,13 +240,19 @@ class SqlAlchemyMessageStore:
         stmt = update(messages).where(*conds).values(published_at=None, status=ACCEPTED)
         return await self._db.run(lambda conn: int(conn.execute(stmt).rowcount or 0))
 
-    async def decided(self, ids: Sequence[int]) -> set[int]:
-        """Which of these messages already have an outcome (processed or dead-lettered)."""
-        if not ids:
+    async def decided(self, messages_: Sequence[tuple[int, datetime]]) -> set[int]:
+        """Which of these (id, received time) messages already have an outcome."""
+        if not messages_:
             return set()
         c = messages.c
-        query = select(c.id).where(c.id.in_(list(ids)), c.status.in_((PROCESSED, DEADLETTERED)))
-        return await self._db.run(lambda conn: {int(i) for i in conn.execute(query).scalars()})
+        wanted = {(i, _utc(t)) for i, t in messages_}
+        query = select(c.id, c.received_at).where(
+            c.id.in_([i for i, _ in messages_]), c.status.in_((PROCESSED, DEADLETTERED)))
+
+        def found(conn: Connection) -> set[int]:
+            return {int(i) for i, t in conn.execute(query).all() if (i, _utc(t)) in wanted}
+
+        return await self._db.run(found)
 
     async def requeue_unprocessed(self, published_before: datetime) -> int:
         """Mark accepted messages published before the cutoff, yet unprocessed, unpublished."""
@@ -324,6 +335,10 @@ def _sqlite_values(item: IncomingMessage) -> tuple[Any, ...]:
     return (_sqlite_time(item.received_at), item.sending_facility, item.control_id,
             item.message_type, item.patient_key, item.peer, item.charset, item.raw, item.ack_code,
             item.ack, item.status, item.reason)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _sqlite_time(value: datetime) -> str:

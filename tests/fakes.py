@@ -74,6 +74,9 @@ class FakeMessageStore:
     async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
         for o in outcomes:
             row = self._rows.get(o.message_id)
+            if o.received_at is not None and row is not None \
+                    and row.item.received_at != o.received_at:
+                continue
             if row is not None and row.status != REJECTED:
                 self._rows[o.message_id] = replace(row, status=o.status, reason=o.reason,
                                                    processed_at=at)
@@ -112,8 +115,9 @@ class FakeMessageStore:
             self._rows[r.id] = replace(r, published_at=None)
         return len(hits)
 
-    async def decided(self, ids: Sequence[int]) -> set[int]:
-        return {i for i in ids if i in self._rows
+    async def decided(self, messages: Sequence[tuple[int, datetime]]) -> set[int]:
+        return {i for i, at in messages if i in self._rows
+                and self._rows[i].item.received_at == at
                 and self._rows[i].status in ("processed", "deadlettered")}
 
 

@@ -82,8 +82,9 @@ async def _undecided(store: SqlAlchemyMessageStore,
                      results: list[Normalised]) -> list[Normalised]:
     """Drop results for messages that already have an outcome: a resend by the relay after a
     crash or broker restart is processed once."""
-    ids = [r.outcome.message_id for r in results if r.outcome is not None]
-    done = await store.decided(ids)
+    keys = [(r.outcome.message_id, r.outcome.received_at) for r in results
+            if r.outcome is not None and r.outcome.received_at is not None]
+    done = await store.decided(keys)
     return [r for r in results if r.outcome is None or r.outcome.message_id not in done]
 
 

@@ -128,6 +128,14 @@ class Message:
         """Every segment as its list of fields (``fields[0]`` is the name)."""
         return [self._split(n) for n in range(len(self._lines))]
 
+    def search(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
+        """The first match of ``pattern`` within any one segment's text."""
+        for line in self._lines:
+            found = pattern.search(line)
+            if found:
+                return found
+        return None
+
     def has(self, segment: str) -> bool:
         return segment in self._index
 

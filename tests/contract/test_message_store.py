@@ -373,7 +373,22 @@ async def test_decided_names_the_messages_with_an_outcome(store: MessageStore) -
     results = await store.store([msg("D1"), msg("D2"), msg("D3")])
     ids = [r.id for r in results]
     assert all(i is not None for i in ids)
-    await store.record_outcomes([Outcome(ids[0], "processed"),  # type: ignore[arg-type]
+    await store.record_outcomes([Outcome(ids[0], "processed", None, T0),  # type: ignore[arg-type]
                                  Outcome(ids[1], "deadlettered", "PV1-45: bad")], T0)
-    assert await store.decided(ids) == {ids[0], ids[1]}  # type: ignore[arg-type]
+    assert await store.decided([(i, T0) for i in ids]) == {ids[0], ids[1]}  # type: ignore[misc]
     assert await store.decided([]) == set()
+
+
+async def test_outcomes_for_another_databases_message_change_nothing(
+        store: MessageStore) -> None:
+    """A record naming our id but another receipt time (a topic shared with another
+    deployment, or an older data dir) must not touch our row."""
+    (result,) = await store.store([msg("X1")])
+    assert result.id is not None
+    elsewhere = T0 + timedelta(days=1)
+    await store.record_outcomes([Outcome(result.id, PROCESSED, None, elsewhere)], T0)
+    (row,) = await store.find(control_id="X1")
+    assert row.status == ACCEPTED
+    assert await store.decided([(result.id, elsewhere)]) == set()
+    await store.record_outcomes([Outcome(result.id, PROCESSED, None, T0)], T0)
+    assert await store.decided([(result.id, T0)]) == {result.id}

@@ -8,7 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 
 def store_rows(db: Path, where: str = "1=1") -> list[sqlite3.Row]:
@@ -33,19 +34,30 @@ async def wait_until_settled(db: Path, timeout_s: float = 90.0) -> None:
 
 
 async def read_events(bootstrap: str, topic: str, event_ids: set[str],
-                      timeout_s: float = 30.0) -> dict[str, list[dict[str, object]]]:
+                      timeout_s: float = 90.0,
+                      keys: set[bytes] | None = None) -> dict[str, list[dict[str, object]]]:
     """Consume ``topic`` from the start until every event id was seen (or time runs out).
 
     Event ids (``MSH-4|MSH-10``) rather than store ids: tests share the broker, not the store.
+    With ``keys`` (patient keys), only the partitions those keys hash to are read: the
+    session's topic holds every earlier test's events too.
     """
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     seen: dict[str, list[dict[str, object]]] = {}
     deadline = time.monotonic() + timeout_s
     try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        if keys:
+            partitions = sorted({DefaultPartitioner()(k, partitions, partitions) for k in keys})
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
         while time.monotonic() < deadline and not event_ids <= set(seen):
-            batches = await consumer.getmany(timeout_ms=500)
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batches.values():
                 for record in records:
                     value = json.loads(record.value)

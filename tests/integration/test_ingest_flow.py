@@ -128,7 +128,8 @@ async def test_resent_control_id_is_stored_and_processed_once(
     rows = store_rows(db, "control_id = 'RESEND-0001'")
     assert len(rows) == 1
     await wait_until_settled(db)
-    events = await read_events(broker_bootstrap, "adt.events.v1", {"GHHSFacility|RESEND-0001"})
+    events = await read_events(broker_bootstrap, "adt.events.v1", {"GHHSFacility|RESEND-0001"},
+                               keys={rows[0]["patient_key"].encode()})
     assert len(events["GHHSFacility|RESEND-0001"]) == 1
     assert store_rows(db, "control_id = 'RESEND-0001'")[0]["status"] == "processed"
 
@@ -143,7 +144,8 @@ async def test_patient_order_key_and_event_content(
     db = service.data_dir / "transcare.db"
     await wait_until_settled(db)
     row = store_rows(db, "control_id = 'ORDER-0001'")[0]
-    events = await read_events(broker_bootstrap, "adt.events.v1", {"GHHSFacility|ORDER-0001"})
+    events = await read_events(broker_bootstrap, "adt.events.v1", {"GHHSFacility|ORDER-0001"},
+                               keys={row["patient_key"].encode()})
     event = events["GHHSFacility|ORDER-0001"][0]
     assert event["patient_key"] == row["patient_key"]
     assert event["header"]["trigger_event"] == "A01"
@@ -181,7 +183,8 @@ async def test_listener_sigkill_loses_no_acknowledged_message(
     assert set(acked) <= stored, "an acknowledged message is missing from the store"
     await wait_until_settled(db)
     ids = {f"GENHOSP|{r['control_id']}" for r in store_rows(db, "control_id LIKE 'KILL-%'")}
-    events = await read_events(broker_bootstrap, "adt.events.v1", ids, timeout_s=60)
+    keys = {r["patient_key"].encode() for r in store_rows(db, "control_id LIKE 'KILL-%'")}
+    events = await read_events(broker_bootstrap, "adt.events.v1", ids, keys=keys)
     assert ids <= set(events), f"{len(ids - set(events))} stored messages never reached events"
 
 
@@ -202,12 +205,14 @@ async def test_replay_republishes_stored_messages_and_they_are_processed_again(
                           check=True)
     assert "queued for publishing again" in done.stdout
     await wait_until_settled(db)
-    events = await read_events(broker_bootstrap, "adt.events.v1", {"GHHSFacility|REPLAY-0001"})
-    copies = events["GHHSFacility|REPLAY-0001"]
+    key = {store_rows(db, "control_id = 'REPLAY-0001'")[0]["patient_key"].encode()}
+    wanted = {"GHHSFacility|REPLAY-0001"}
     # Published again with the same event id: consumers process it idempotently.
-    deadline = asyncio.get_running_loop().time() + 30
+    deadline = asyncio.get_running_loop().time() + 60
+    copies: list[dict[str, object]] = []
     while len(copies) < 2 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.5)
-        copies = (await read_events(broker_bootstrap, "adt.events.v1",
-                                    {"GHHSFacility|REPLAY-0001"}))["GHHSFacility|REPLAY-0001"]
+        copies = (await read_events(broker_bootstrap, "adt.events.v1", wanted, keys=key,
+                                    timeout_s=10)).get("GHHSFacility|REPLAY-0001", [])
+        if len(copies) < 2:
+            await asyncio.sleep(0.5)
     assert len(copies) == 2 and copies[0]["event_id"] == copies[1]["event_id"]
