@@ -9,12 +9,12 @@ the listener keeps accepting: the store holds the backlog.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import orjson
 import structlog
 
 from adt_listener.store import DEADLETTERED, MessageStore, Outcome, PendingMessage
@@ -40,7 +40,7 @@ class Publisher(Protocol):
 def envelope(row: PendingMessage) -> bytes:
     """The ``raw_message.v1`` record for a stored message (schemas/raw_message.v1.schema.json)."""
     received = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=UTC)
-    return json.dumps({
+    return orjson.dumps({
         "schema_version": 1,
         "message_id": row.id,
         "sending_facility": row.sending_facility,
@@ -49,7 +49,7 @@ def envelope(row: PendingMessage) -> bytes:
         "received_at": received.isoformat(),
         "charset": row.charset,
         "text": row.raw.decode(row.charset, "replace"),
-    }, ensure_ascii=False).encode("utf-8")
+    })
 
 
 class Relay:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 from adt_listener.hl7.er7 import DEFAULT_DELIMITERS, Delimiters
@@ -69,6 +70,16 @@ class EchoHeader(NamedTuple):
     delimiters: Delimiters = DEFAULT_DELIMITERS
 
 
+@lru_cache(maxsize=4)
+def _second(stamp: datetime) -> str:
+    return stamp.strftime("%Y%m%d%H%M%S%z")
+
+
+def hl7_time(now: datetime) -> str:
+    """``now`` as an HL7 DTM with its UTC offset (cached per second: strftime is slow)."""
+    return _second(now.replace(microsecond=0))
+
+
 def build_ack(
     header: EchoHeader,
     code: str,
@@ -90,7 +101,7 @@ def build_ack(
     trigger = f"ACK{d.component}{header.trigger}{d.component}ACK" if header.trigger else "ACK"
     msh = f.join([
         "MSH", d.encoding_characters, header.receiving_application, header.receiving_facility,
-        header.sending_application, header.sending_facility, now.strftime("%Y%m%d%H%M%S%z"), "",
+        header.sending_application, header.sending_facility, hl7_time(now), "",
         trigger, ack_control_id, header.processing_id or "P", header.version or "2.5",
         "", "", "", "", "", header.character_set,
     ]).rstrip(f)
