@@ -134,15 +134,21 @@ async def test_resent_control_id_is_stored_and_processed_once(
     assert store_rows(db, "control_id = 'RESEND-0001'")[0]["status"] == "processed"
 
 
-async def test_patient_order_key_and_event_content(
-        service: Service, broker_bootstrap: str, corpus: Path) -> None:
-    message = (corpus / "msgs" / "fhirconv__ADT-A01-01__1.hl7").read_bytes()
-    message = message.replace(b"|MSG00001|", b"|ORDER-0001|", 1)
+async def _send_as(service: Service, corpus: Path, name: str, control_id: str) -> Path:
+    """Send a corpus message under a new MSH-10, expect AA, wait until it settled; the db."""
+    message = (corpus / "msgs" / name).read_bytes()
+    message = message.replace(b"|MSG00001|", f"|{control_id}|".encode(), 1)
     client = await MllpClient.connect("127.0.0.1", service.mllp_port)
     assert (await client.send(message))[0].code == "AA"
     await client.close()
     db = service.data_dir / "transcare.db"
     await wait_until_settled(db)
+    return db
+
+
+async def test_patient_order_key_and_event_content(
+        service: Service, broker_bootstrap: str, corpus: Path) -> None:
+    db = await _send_as(service, corpus, "fhirconv__ADT-A01-01__1.hl7", "ORDER-0001")
     row = store_rows(db, "control_id = 'ORDER-0001'")[0]
     events = await read_events(broker_bootstrap, "adt.events.v1", {"GHHSFacility|ORDER-0001"},
                                keys={row["patient_key"].encode()})
@@ -193,13 +199,7 @@ async def test_replay_republishes_stored_messages_and_they_are_processed_again(
     import subprocess
     import sys
 
-    message = (corpus / "msgs" / "fhirconv__ADT-A03-01__1.hl7").read_bytes()
-    message = message.replace(b"|MSG00001|", b"|REPLAY-0001|", 1)
-    client = await MllpClient.connect("127.0.0.1", service.mllp_port)
-    assert (await client.send(message))[0].code == "AA"
-    await client.close()
-    db = service.data_dir / "transcare.db"
-    await wait_until_settled(db)
+    db = await _send_as(service, corpus, "fhirconv__ADT-A03-01__1.hl7", "REPLAY-0001")
     done = subprocess.run([sys.executable, "-m", "transcare.cli", "replay", "--facility",
                            "GHHSFacility"], env=service.env, capture_output=True, text=True,
                           check=True)
