@@ -6,6 +6,7 @@ Metadata only (facility, control id, type, reason): no PHI. It refreshes itself 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import unicodedata
 from html import escape
 
 from adt_listener.store import StoredMessage
@@ -18,6 +19,7 @@ h1{font-size:20px;margin:0 0 16px} h2{font-size:15px;margin:24px 0 8px}
 .card b{display:block;font-size:24px} .card span{color:#57606a}
 .bad b{color:#b42318} table{border-collapse:collapse;background:#fff;width:100%}
 td,th{border:1px solid #d8dee4;padding:6px 8px;text-align:left;font-size:13px}
+td:nth-child(2){white-space:nowrap}
 th{background:#eef1f4} a{color:#0b5cad}
 """
 
@@ -27,10 +29,15 @@ def _card(label: str, value: int, bad: bool = False) -> str:
     return f'<div class="{cls}"><b>{value}</b><span>{escape(label)}</span></div>'
 
 
+def _printable(text: str) -> str:
+    """Control characters (from a header that could not be decoded) shown as U+FFFD."""
+    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def _row(m: StoredMessage) -> str:
     cells = [str(m.id), m.received_at.strftime("%Y-%m-%d %H:%M:%S"), m.sending_facility,
              m.control_id or "", m.message_type, m.ack_code, m.status, m.reason or ""]
-    return "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
+    return "<tr>" + "".join(f"<td>{escape(_printable(c))}</td>" for c in cells) + "</tr>"
 
 
 def render_dashboard(counts: dict[str, int], backlog: int,

@@ -1,0 +1,18 @@
+"""The ops page: counts, backlog and the latest problems, with nothing unreadable in it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from adt_listener.store import StoredMessage
+from transcare.web.dashboard import render_dashboard
+
+
+def test_problems_are_listed_with_their_reasons_and_control_characters_are_neutralised() -> None:
+    row = StoredMessage(7, "ELAB\x963", "C<1>", "ADT^A01", datetime(2026, 1, 2, tzinfo=UTC), "AR",
+                        "rejected", "MSH-18: byte 0x96 at offset 21 is not valid ASCII", None,
+                        None)
+    page = render_dashboard({"processed": 5, "rejected": 1}, 3, [row])
+    assert "MSH-18: byte 0x96" in page and "C&lt;1&gt;" in page
+    assert "\x96" not in page and "ELAB\ufffd3" in page
+    assert ">5</b><span>processed" in page and ">3</b><span>relay backlog" in page
