@@ -5,8 +5,8 @@ Metadata only (facility, control id, type, reason): no PHI. It refreshes itself 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import unicodedata
+from collections.abc import Sequence
 from html import escape
 
 from adt_listener.store import StoredMessage
