@@ -70,12 +70,45 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         assert 'transcare_messages_stored{status="processed"} 1' in metrics
         status, page = _get(f"{base}/")
         assert status == 200 and "transcare" in page
+
+        # A part that crashes is restarted, and the feed goes on.
+        listener = _child(proc.pid, "listener")
+        os.kill(listener, signal.SIGKILL)
+        await _wait_for(lambda: _child(proc.pid, "listener") not in (None, listener), 30,
+                        "the listener to be restarted")
+        await _wait_for(lambda: _port_open(mllp), 30, "the MLLP port after the restart")
+        client = await MllpClient.connect("127.0.0.1", mllp)
+        again = message.replace(b"|UP-0001|", b"|UP-0002|", 1)
+        assert [r.code for r in await client.send(again)] == ["AA"]
+        await client.close()
+
+        def processed_again() -> bool:
+            status, body = _get(f"{base}/api/messages?control_id=UP-0002")
+            return status == 200 and any(m["status"] == "processed" for m in json.loads(body))
+
+        await _wait_for(processed_again, 90, "the message after the restart to be processed")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
         out.close()
     assert code == 0
     assert "transcare stopped" in (tmp_path / "up.log").read_text(errors="replace")
+
+
+def _child(parent: int, part: str) -> int | None:
+    """The pid of ``transcare <part>`` started by the supervisor ``parent``, if running."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and cmdline[-2:-1] == [part.encode()] and b"transcare.cli" in cmdline:
+            return int(entry.name)
+    return None
 
 
 def _ready(base: str) -> bool:
