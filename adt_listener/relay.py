@@ -99,9 +99,6 @@ class Relay:
             self._queue.extend(rows)
             self._wake.set()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def run(self) -> None:
         backoff = 0.2
         while not self._stopping:

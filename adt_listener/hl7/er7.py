@@ -214,14 +214,3 @@ class Message:
         if self.delimiters.escape in value:
             return unescape(value, self.delimiters)
         return value
-
-    def lines(self) -> list[str]:
-        """The segments re-joined as text (MSH with its separator restored)."""
-        sep = self.delimiters.field
-        out = []
-        for seg in self.segments:
-            if seg[0] == "MSH":
-                out.append("MSH" + sep + sep.join(seg[2:]))
-            else:
-                out.append(sep.join(seg))
-        return out

@@ -52,17 +52,7 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         await _wait_for(lambda: _ready(base), 60, "/readyz")
 
         message = (corpus / "msgs" / "fhirconv__ADT-A01-01__1.hl7").read_bytes()
-        message = message.replace(b"|MSG00001|", b"|UP-0001|", 1)
-        await _wait_for(lambda: _port_open(mllp), 30, "the MLLP port")
-        client = await MllpClient.connect("127.0.0.1", mllp)
-        assert [r.code for r in await client.send(message)] == ["AA"]
-        await client.close()
-
-        def processed() -> bool:
-            status, body = _get(f"{base}/api/messages?control_id=UP-0001")
-            return status == 200 and any(m["status"] == "processed" for m in json.loads(body))
-
-        await _wait_for(processed, 90, "the message to be processed")
+        await _send_and_see_processed(message, "UP-0001", mllp, base)
         status, metrics = _get(f"{base}/metrics")
         assert status == 200
         assert 'transcare_acks_total{code="AA"}' in metrics  # from the listener process
@@ -76,23 +66,29 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         os.kill(listener, signal.SIGKILL)
         await _wait_for(lambda: _child(proc.pid, "listener") not in (None, listener), 30,
                         "the listener to be restarted")
-        await _wait_for(lambda: _port_open(mllp), 30, "the MLLP port after the restart")
-        client = await MllpClient.connect("127.0.0.1", mllp)
-        again = message.replace(b"|UP-0001|", b"|UP-0002|", 1)
-        assert [r.code for r in await client.send(again)] == ["AA"]
-        await client.close()
-
-        def processed_again() -> bool:
-            status, body = _get(f"{base}/api/messages?control_id=UP-0002")
-            return status == 200 and any(m["status"] == "processed" for m in json.loads(body))
-
-        await _wait_for(processed_again, 90, "the message after the restart to be processed")
+        await _send_and_see_processed(message, "UP-0002", mllp, base)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
         out.close()
     assert code == 0
     assert "transcare stopped" in (tmp_path / "up.log").read_text(errors="replace")
+
+
+async def _send_and_see_processed(message: bytes, control_id: str, mllp: int,
+                                  base: str) -> None:
+    """Send under a new MSH-10, expect AA, and wait until the API shows it processed."""
+    await _wait_for(lambda: _port_open(mllp), 30, "the MLLP port")
+    client = await MllpClient.connect("127.0.0.1", mllp)
+    message = message.replace(b"|MSG00001|", f"|{control_id}|".encode(), 1)
+    assert [r.code for r in await client.send(message)] == ["AA"]
+    await client.close()
+
+    def processed() -> bool:
+        status, body = _get(f"{base}/api/messages?control_id={control_id}")
+        return status == 200 and any(m["status"] == "processed" for m in json.loads(body))
+
+    await _wait_for(processed, 90, f"{control_id} to be processed")
 
 
 def _child(parent: int, part: str) -> int | None:

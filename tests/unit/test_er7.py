@@ -142,8 +142,7 @@ def test_mixed_segment_separators_and_bom() -> None:
     m = msg("\ufeff" + MSH, "EVN|A01", "PID|1", "PV1|1", sep="\r")
     m2 = Message(f"{MSH}\r\nEVN|A01\nPID|1\rPV1|1\r\n")
     assert [s[0] for s in m.segments] == [s[0] for s in m2.segments]
-    assert m.lines() == m2.lines()
-    assert m.lines()[0] == MSH
+    assert m.segments == m2.segments
 
 
 # -- fields, repetitions, components, subcomponents ---------------------------------------
