@@ -9,17 +9,14 @@ reported as skipped, never silently dropped.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 import adt_listener.store as store_module
 from adt_listener.store import (
@@ -32,11 +29,10 @@ from adt_listener.store import (
     Outcome,
     SqlAlchemyMessageStore,
 )
+from tests.contract.conftest import POSTGRES_ENV, _migrate
 from tests.fakes import FakeMessageStore
 from transcare.db.database import open_database
-from transcare.db.migrate import upgrade
 
-POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
 T0 = datetime(2024, 3, 1, 8, 30, 15, tzinfo=UTC)
 
 
@@ -63,31 +59,6 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 # -- backends ---------------------------------------------------------------------------------
-
-
-async def _migrate(url: str) -> None:
-    # upgrade() runs its own event loop (asyncio.run): keep it off the test loop's thread.
-    await asyncio.to_thread(upgrade, url)
-
-
-@pytest.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str | None]:
-    """A fresh, migrated database on the server named by TRANSCARE_TEST_POSTGRES_URL."""
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        yield None
-        return
-    name = f"transcare_contract_{uuid.uuid4().hex[:12]}"
-    admin_dsn = make_url(server).set(drivername="postgresql")
-    admin = await asyncpg.connect(admin_dsn.render_as_string(hide_password=False))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-        await _migrate(url)
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture(params=["fake", "sqlite", "postgresql"])

@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -82,3 +86,177 @@ Index(
 Index("ix_messages_unpublished", messages.c.published_at, messages.c.status, messages.c.id)
 Index("ix_messages_status", messages.c.status)
 Index("ix_messages_received_at", messages.c.received_at)
+
+
+# --- Roster and staff directory (issue 3) ------------------------------------------------------
+
+members = Table(
+    "members",
+    metadata,
+    Column("member_id", String(64), primary_key=True),
+    Column("family_name", String(120), nullable=False, default=""),
+    Column("given_name", String(120), nullable=False, default=""),
+    Column("birth_date", Date, nullable=True),
+    Column("sex", String(1), nullable=False, default="U"),
+    Column("phone", String(40), nullable=False, default=""),
+    Column("zip", String(10), nullable=False, default=""),
+    Column("tier", String(8), nullable=False, default="low"),  # from the roster
+    Column("raised_tier", String(8), nullable=True),  # raised by a readmission or frequent ED use
+    Column("coordinator_id", String(64), nullable=False, default=""),
+    Column("program", String(80), nullable=False, default=""),
+    Column("opted_out", Boolean, nullable=False, default=False),
+    Column("enrolled_from", Date, nullable=True),
+    Column("enrolled_to", Date, nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+Index("ix_members_birth_date", members.c.birth_date)
+
+# Every identifier known for a member: PID-3 value with its assigning authority, a Medicaid or
+# plan member id (IN1), or one learned from a merge (A40 MRG-1). One identifier, one member.
+member_identifiers = Table(
+    "member_identifiers",
+    metadata,
+    Column("value", String(64), nullable=False),
+    Column("authority", String(64), nullable=False, default=""),
+    Column("member_id", String(64), nullable=False),
+    Column("source", String(16), nullable=False, default="roster"),  # roster | merge
+    PrimaryKeyConstraint("value", "authority", name="pk_member_identifiers"),
+)
+Index("ix_member_identifiers_member_id", member_identifiers.c.member_id)
+
+staff = Table(
+    "staff",
+    metadata,
+    Column("staff_id", String(64), primary_key=True),
+    Column("name", String(160), nullable=False, default=""),
+    Column("role", String(20), nullable=False),
+    Column("team", String(80), nullable=False, default=""),
+    Column("supervisor_id", String(64), nullable=False, default=""),
+    Column("backup_id", String(64), nullable=False, default=""),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("email", String(254), nullable=False, default=""),
+    Column("webhook_url", String(500), nullable=False, default=""),
+    Column("away_from", Date, nullable=True),
+    Column("away_to", Date, nullable=True),
+    Column("capacity", Integer, nullable=False, default=0),  # 0 = no stated limit
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# --- Episodes (issue 3) ------------------------------------------------------------------------
+
+episodes = Table(
+    "episodes",
+    metadata,
+    Column("id", String(40), primary_key=True),  # deterministic: see transitions.ids
+    Column("member_id", String(64), nullable=False),
+    Column("patient_identifier", String(140), nullable=False, default=""),  # value@authority
+    Column("facility_key", String(180), nullable=False),  # MSH-4: the visit-number namespace
+    Column("facility", String(180), nullable=False),  # PV1-3.4, else MSH-4
+    Column("kind", String(12), nullable=False),  # ed | inpatient | observation | post_acute
+    Column("status", String(12), nullable=False),  # open | discharged | closed | cancelled
+    Column("patient_class", String(4), nullable=False, default=""),
+    Column("location", String(200), nullable=False, default=""),
+    Column("admitted_at", UtcDateTime(), nullable=True),
+    Column("discharged_at", UtcDateTime(), nullable=True),
+    Column("disposition", String(4), nullable=False, default=""),
+    Column("coordinator_id", String(64), nullable=False, default=""),
+    Column("coordinator_reason", String(40), nullable=False, default=""),
+    Column("tier", String(8), nullable=False, default="low"),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("opted_out", Boolean, nullable=False, default=False),
+    Column("detail", JSON, nullable=False),  # the rest of the state (see transitions.model)
+    Column("last_event_at", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+Index("ix_episodes_member_id", episodes.c.member_id)
+Index("ix_episodes_status", episodes.c.status)
+Index("ix_episodes_facility", episodes.c.facility)
+
+# The visit key (MSH-4 facility, PV1-19 visit number) -> episode: one episode per visit, by
+# construction. An ED visit that becomes an admission owns both visit numbers.
+episode_visits = Table(
+    "episode_visits",
+    metadata,
+    Column("facility_key", String(180), nullable=False),
+    Column("visit_number", String(80), nullable=False),
+    Column("episode_id", String(40), nullable=False),
+    PrimaryKeyConstraint("facility_key", "visit_number", name="pk_episode_visits"),
+)
+Index("ix_episode_visits_episode_id", episode_visits.c.episode_id)
+
+episode_flags = Table(
+    "episode_flags",
+    metadata,
+    Column("episode_id", String(40), nullable=False),
+    Column("flag", String(24), nullable=False),
+    Column("raised_at", UtcDateTime(), nullable=False),
+    Column("detail", JSON, nullable=False),
+    PrimaryKeyConstraint("episode_id", "flag", name="pk_episode_flags"),
+)
+Index("ix_episode_flags_flag", episode_flags.c.flag)
+
+episode_timeline = Table(
+    "episode_timeline",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("episode_id", String(40), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=True),  # the clinical time
+    Column("type", String(40), nullable=False),
+    Column("source_id", String(400), nullable=False, default=""),  # ADT event id, task id
+    Column("summary", Text, nullable=False, default=""),
+    Column("detail", JSON, nullable=False),
+)
+Index("ix_episode_timeline_episode_id", episode_timeline.c.episode_id, episode_timeline.c.id)
+
+# One row per ADT event the transitions processor has handled, committed with the state it
+# produced: a replay finds the row and changes nothing.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("event_id", String(400), primary_key=True),
+    Column("message_id", BigInteger, nullable=False),
+    Column("facility", String(180), nullable=False, default=""),
+    Column("outcome", String(16), nullable=False),  # applied | unmatched | review | ignored
+    Column("member_id", String(64), nullable=True),
+    Column("processed_at", UtcDateTime(), nullable=False),
+)
+
+match_reviews = Table(
+    "match_reviews",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("event_id", String(400), nullable=False, unique=True),
+    Column("message_id", BigInteger, nullable=False),
+    Column("facility", String(180), nullable=False, default=""),
+    Column("reason", String(200), nullable=False),
+    Column("candidates", JSON, nullable=False),  # [{"member_id", "score"}]
+    Column("status", String(12), nullable=False, default="pending"),  # pending | resolved
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+Index("ix_match_reviews_status", match_reviews.c.status)
+
+# --- Transactional outbox and leases -----------------------------------------------------------
+
+# Events written in the same transaction as the state they describe; the outbox publisher
+# sends them in id order and marks them published.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("topic", String(80), nullable=False),
+    Column("key", String(250), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("published_at", UtcDateTime(), nullable=True),
+)
+Index("ix_outbox_unpublished", outbox.c.published_at, outbox.c.id)
+
+# Named leases: one holder at a time for work that must run once (the outbox publisher,
+# the stale-episode sweep, the follow-up scheduler).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("holder", String(80), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
