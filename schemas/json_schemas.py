@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.adt_event import AdtEvent, DeadLetter, RawMessage
+from schemas.episode_event import EpisodeEvent
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 BASE_ID = "https://transcare.invalid/schemas/"
@@ -26,6 +27,7 @@ MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "adt_event.v1": (AdtEvent, "ADT event, schema version 1"),
     "raw_message.v1": (RawMessage, "Raw HL7 message envelope (adt.raw.v1), schema version 1"),
     "deadletter.v1": (DeadLetter, "Dead-lettered message, schema version 1"),
+    "episode_event.v1": (EpisodeEvent, "Episode event (transitions.episodes.v1), schema version 1"),
 }
 
 

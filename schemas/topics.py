@@ -1,7 +1,8 @@
 """Kafka topics: names, partition counts and keys, in one place.
 
-Every topic is keyed by the patient (``value@authority`` of the first PID-3 identifier, or
-MRG-1 when PID-3 is empty), so one patient's events stay in order on one partition.
+Every topic is keyed by the patient, so one patient's events stay in order on one partition:
+the ADT topics by ``value@authority`` of the first PID-3 identifier (or MRG-1 when PID-3 is
+empty), the topics after roster matching by the program member id.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ ADT_EVENTS = TopicSpec("adt.events.v1", "patient_key", "adt_event.v1",
 ADT_DEADLETTER = TopicSpec("adt.deadletter.v1", "patient_key", "deadletter.v1",
                            "messages the normaliser could not map, with the reason")
 
-ALL_TOPICS = (ADT_RAW, ADT_EVENTS, ADT_DEADLETTER)
+EPISODES = TopicSpec("transitions.episodes.v1", "member_id", "episode_event.v1",
+                     "episode changes (opened, transferred, discharged, ...), from transitions")
+
+ALL_TOPICS = (ADT_RAW, ADT_EVENTS, ADT_DEADLETTER, EPISODES)
 DEFAULT_PARTITIONS = 8
 
 

@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="strict HL7 validation of sample files "
                               "(hl7apy), for onboarding a feed")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    for kind, what in (("roster", "the enrollment roster"), ("staff", "the staff directory")):
+        actions = sub.add_parser(kind, help=what).add_subparsers(dest="action", required=True)
+        load = actions.add_parser("import", help=f"load {what} from a CSV file (format: "
+                                  "docs/roster-and-staff.md); exit 1 if rows were rejected")
+        load.add_argument("file", type=Path, metavar="FILE.csv")
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations")
@@ -74,6 +79,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return processes.db_upgrade(settings)
     if command == "replay":
         return processes.replay(settings, args.since, args.facility)
+    if command in ("roster", "staff"):
+        return processes.import_directory(settings, command, args.file)
     if command == "validate":
         return processes.validate_files(args.files)
     if command == "send":

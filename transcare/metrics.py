@@ -41,3 +41,16 @@ PROCESSING_LATENCY = Histogram(
     "transcare_processing_latency_seconds", "From receipt to canonical event published",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+ADT_EVENTS_HANDLED = Counter(
+    "transcare_transitions_events_total",
+    "ADT events handled by transitions, by outcome (applied, duplicate, ignored, unmatched = not "
+    "enrolled, review, failed) and sending facility", ["outcome", "facility"])
+EPISODE_EVENTS = Counter("transcare_episode_events_total",
+                         "Episode events written to the outbox for transitions.episodes.v1")
+OUTBOX_PUBLISHED = Counter("transcare_outbox_published_total", "Outbox rows published, by topic",
+                           ["topic"])
+OUTBOX_ERRORS = Counter("transcare_outbox_errors_total", "Outbox publish failures (will retry)")
+TRANSITIONS_LATENCY = Histogram(
+    "transcare_transitions_latency_seconds", "From receipt of the message to its episode commit",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)

@@ -6,21 +6,27 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
 from transcare.logs import configure_logging
 from transcare.settings import Settings
 
+if TYPE_CHECKING:
+    from transitions.directory import ImportReport, Parsed
+    from transitions.model import Member, StaffMember
+
 log = structlog.get_logger("transcare")
 
 
-def db_upgrade(settings: Settings) -> int:
+def db_upgrade(settings: Settings, quiet: bool = False) -> int:
     from transcare.db.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
-    print(f"database at revision head: {_safe_url(settings.effective_database_url)}")
+    if not quiet:
+        print(f"database at revision head: {_safe_url(settings.effective_database_url)}")
     return 0
 
 
@@ -124,6 +130,52 @@ def replay(settings: Settings, since: str | None, facility: str | None) -> int:
     count = asyncio.run(run())
     print(f"{count} stored messages queued for publishing again")
     return 0
+
+
+def import_directory(settings: Settings, kind: str, path: Path) -> int:
+    """``transcare roster import`` / ``transcare staff import``: migrate, then upsert the rows.
+
+    Prints a summary line, then ``FILE:LINE: reason`` for each rejected row. Returns 0 when
+    every row loaded, 1 when some were rejected, 2 for a file-level problem (unreadable file,
+    not UTF-8, not CSV, a required column missing).
+    """
+    from transitions.directory import ImportFileError, parse_roster_csv, parse_staff_csv
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+        parsed = parse_roster_csv(text) if kind == "roster" else parse_staff_csv(text)
+    except OSError as exc:
+        return _file_problem(kind, path, exc.strerror or str(exc))
+    except UnicodeDecodeError as exc:
+        return _file_problem(kind, path, f"not UTF-8 text (byte {exc.start})")
+    except ImportFileError as exc:
+        return _file_problem(kind, path, str(exc))
+    db_upgrade(settings, quiet=True)
+    report = asyncio.run(_upsert_directory(settings, kind, parsed))
+    print(report.summary(kind), flush=True)
+    for error in report.errors:
+        print(f"{path}:{error.line}: {error.reason}")
+    return 1 if report.errors else 0
+
+
+def _file_problem(kind: str, path: Path, reason: str) -> int:
+    print(f"transcare {kind} import: {path}: {reason}", file=sys.stderr)
+    return 2
+
+
+async def _upsert_directory(settings: Settings, kind: str,
+                            parsed: Parsed[Member] | Parsed[StaffMember]) -> ImportReport:
+    from transcare.db.database import open_database
+    from transitions.directory_store import SqlAlchemyDirectory
+
+    db = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+    try:
+        directory = SqlAlchemyDirectory(db)
+        if kind == "staff":
+            return await directory.upsert_staff(cast("Parsed[StaffMember]", parsed))
+        return await directory.upsert_members(cast("Parsed[Member]", parsed))
+    finally:
+        await db.dispose()
 
 
 def validate_files(files: Sequence[Path]) -> int:

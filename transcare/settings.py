@@ -26,6 +26,9 @@ class FacilitySettings:
     name: str
     time_zone: str = "America/New_York"
     allowed_sources: tuple[str, ...] = ()
+    # "acute" (hospital or ED) or "post_acute" (SNF, inpatient rehab, LTCH): a stay at a
+    # post-acute facility is a post_acute episode.
+    care_setting: str = "acute"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class Settings:
     log_level: str = "INFO"
     metrics_dir: str = ""
     config_file: str = ""
+    # Transitions (DOMAIN.md sections 1 and 6).
+    frequent_ed_threshold: int = 4  # the Nth ED visit within 12 months flags frequent_ed
+    stale_ed_hours: float = 48.0
+    stale_inpatient_days: float = 30.0
+    match_threshold: float = 90.0  # demographic score that matches (docs/matching.md)
+    match_review_floor: float = 75.0  # scores from here to the threshold go to review
     facilities: Mapping[str, FacilitySettings] = field(default_factory=dict)
 
     @property
@@ -143,6 +152,11 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_LOG_LEVEL": ("log_level", str),
     "TRANSCARE_METRICS_DIR": ("metrics_dir", str),
     "TRANSCARE_CONFIG": ("config_file", str),
+    "TRANSCARE_FREQUENT_ED_THRESHOLD": ("frequent_ed_threshold", int),
+    "TRANSCARE_STALE_ED_HOURS": ("stale_ed_hours", float),
+    "TRANSCARE_STALE_INPATIENT_DAYS": ("stale_inpatient_days", float),
+    "TRANSCARE_MATCH_THRESHOLD": ("match_threshold", float),
+    "TRANSCARE_MATCH_REVIEW_FLOOR": ("match_review_floor", float),
 }
 
 
@@ -179,7 +193,7 @@ def _apply_toml(settings: Settings, path: Path, from_env: set[str]) -> Settings:
         raise SettingsError(f"config file {path}: {exc}") from exc
     known = {name: kind for name, kind in _ENV.values()}
     changes: dict[str, Any] = {}
-    for section in ("service", "listener", "database", "kafka", "web"):
+    for section in ("service", "listener", "database", "kafka", "web", "transitions"):
         for key, value in doc.get(section, {}).items():
             if key not in known:
                 raise SettingsError(f"config file {path}: [{section}] {key} is not a setting")
@@ -194,10 +208,18 @@ def _apply_toml(settings: Settings, path: Path, from_env: set[str]) -> Settings:
             name=name,
             time_zone=str(table.get("time_zone", settings.default_time_zone)),
             allowed_sources=tuple(table.get("allowed_sources", ())),
+            care_setting=_care_setting(name, table.get("care_setting", "acute")),
         )
         for name, table in doc.get("facilities", {}).items()
     }
     return replace(settings, facilities=facilities, **changes)
+
+
+def _care_setting(facility: str, value: object) -> str:
+    if value not in ("acute", "post_acute"):
+        raise SettingsError(f"[facilities.{facility}] care_setting = {value!r}: expected "
+                            "\"acute\" or \"post_acute\"")
+    return str(value)
 
 
 def _convert(kind: Any, value: Any) -> Any:

@@ -7,6 +7,8 @@ is thin: decode, call :func:`adt_listener.normaliser.normalise`, publish, record
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -18,10 +20,13 @@ import structlog
 
 from adt_listener.normaliser import Normalised, location, normalise
 from adt_listener.store import SqlAlchemyMessageStore
-from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW
+from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW, ALL_TOPICS
 from transcare import metrics
-from transcare.db.database import open_database
+from transcare.db.database import Database, open_database
+from transcare.kafka import KafkaPublisher, ensure_topics
+from transcare.outbox import OutboxPublisher
 from transcare.settings import Settings
+from transcare.transitions_agent import decode, handle, stale_sweep, transitions_config
 
 log = structlog.get_logger("transcare.worker")
 
@@ -46,11 +51,55 @@ def create_app(settings: Settings) -> faust.App:
     )
     if settings.kafka_idempotence:
         app.conf.producer_enable_idempotence = True
-    _normaliser(app, settings)
+    shared: dict[str, Any] = {}
+    _normaliser(app, settings, shared)
+    _transitions(app, settings, shared)
     return app
 
 
-def _normaliser(app: faust.App, settings: Settings) -> None:
+def _database(settings: Settings, shared: dict[str, Any]) -> Database:
+    """The process's one database handle, opened on first use (never at import)."""
+    if "db" not in shared:
+        shared["db"] = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+    return shared["db"]  # type: ignore[no-any-return]
+
+
+def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
+    """adt.events.v1 -> episodes (database) + outbox -> transitions.episodes.v1."""
+    events = app.topic(ADT_EVENTS.name, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    config = transitions_config(settings)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.agent(events, name="transitions")
+    async def transitions(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
+            await handle(_database(settings, shared), decode([e.value for e in batch]), config)
+            if "outbox" in shared:
+                shared["outbox"].wake()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def publish_outbox() -> None:
+        await ensure_topics(settings.bootstrap, [t.name for t in ALL_TOPICS], settings.topic_partitions)
+        publisher = await KafkaPublisher(settings.bootstrap, settings.kafka_idempotence).start()
+        shared["outbox"] = OutboxPublisher(_database(settings, shared), publisher, holder)
+        try:
+            await shared["outbox"].run()
+        finally:
+            await publisher.close()
+
+    @app.timer(60.0)  # type: ignore[untyped-decorator]
+    async def sweep() -> None:
+        try:
+            flagged = await stale_sweep(_database(settings, shared), config, holder)
+        except Exception as exc:
+            log.warning("transitions.stale_sweep_failed", error=type(exc).__name__)
+            return
+        if flagged and "outbox" in shared:
+            shared["outbox"].wake()
+
+
+def _normaliser(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
     raw = app.topic(ADT_RAW.name, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
     events = app.topic(ADT_EVENTS.name, key_type=bytes, value_type=bytes,
@@ -65,8 +114,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
 
     async def store() -> SqlAlchemyMessageStore:
         if "store" not in state:
-            state["store"] = SqlAlchemyMessageStore(open_database(
-                settings.effective_database_url, settings.sqlite_synchronous))
+            state["store"] = SqlAlchemyMessageStore(_database(settings, shared))
         return state["store"]  # type: ignore[no-any-return]
 
     @app.agent(raw, name="adt-normaliser")
@@ -128,6 +176,7 @@ def run(settings: Settings) -> int:
     worker = faust.Worker(app, loglevel=settings.log_level if settings.log_level == "DEBUG" else "WARNING",
                           quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal progress spinner has no place in a service's logs
-    print(f"worker consuming {ADT_RAW.name} from {settings.bootstrap}", flush=True)
+    print(f"worker consuming {ADT_RAW.name} and {ADT_EVENTS.name} from {settings.bootstrap}",
+          flush=True)
     worker.execute_from_commandline()
     return 0

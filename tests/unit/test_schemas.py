@@ -24,6 +24,7 @@ from schemas.adt_event import (
     RawMessage,
     Visit,
 )
+from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
 
 AT = datetime(2024, 3, 10, 3, 30, tzinfo=timezone(timedelta(hours=-4)))
 NAMES = list(json_schemas.MODELS)
@@ -56,8 +57,18 @@ RAW = RawMessage(message_id=42, sending_facility="FAC1", control_id="CTRL1",
 DEAD = DeadLetter(message_id=42, event_id="FAC1|CTRL1", facility="FAC1", control_id="CTRL1",
                   reason='PV1-45 discharge time "2023X" is not a valid HL7 timestamp',
                   segment="PV1", field=45, received_at=AT, deadlettered_at=AT)
+EPISODE_EVENT = EpisodeEvent(
+    event_id="FAC1|CTRL1#0", type="PatientDischarged", member_id="M1", episode_id="ep-1",
+    occurred_at=AT, source_event_id="FAC1|CTRL1", summary="discharged from inpatient",
+    episode=EpisodeSnapshot(id="ep-1", member_id="M1", patient_identifier="MRN1@HOSP",
+                            kind="inpatient", status="discharged", facility="FAC1",
+                            facility_key="FAC1", admitted_at=AT - timedelta(days=3),
+                            discharged_at=AT, disposition="01", tier="high",
+                            flags=("readmission_30d",), lace_total=9),
+    detail={"disposition": "01", "corrected": False},
+)
 SAMPLES: dict[str, BaseModel] = {"adt_event.v1": _event(), "raw_message.v1": RAW,
-                                 "deadletter.v1": DEAD}
+                                 "deadletter.v1": DEAD, "episode_event.v1": EPISODE_EVENT}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -103,6 +114,7 @@ def test_sample_validates_and_round_trips(name: str) -> None:
         ("adt_event.v1", lambda d: d["visit"].update(patient_class=7)),
         ("raw_message.v1", lambda d: d.pop("text")),
         ("deadletter.v1", lambda d: d.update(field="forty-five")),
+        ("episode_event.v1", lambda d: d.update(type="EpisodeExploded")),
     ],
 )
 def test_schema_rejects(name: str, mutate: Any) -> None:

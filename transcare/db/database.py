@@ -31,6 +31,11 @@ class Database(Protocol):
     """Runs ``fn(connection)`` inside one transaction and returns its result."""
 
     async def run(self, fn: Callable[[Connection], T]) -> T: ...
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Like :meth:`run` for a transaction that reads and then writes: on SQLite it takes
+        the write lock first (``BEGIN IMMEDIATE``), so two processes never deadlock on the
+        upgrade from reader to writer."""
+        ...
     async def dispose(self) -> None: ...
 
 
@@ -42,16 +47,31 @@ class ThreadedSqliteDatabase:
         self._engine: Engine = create_sync_engine(
             sync_url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(self._engine, "connect", _sqlite_pragmas(synchronous))
+        # The driver leaves transactions to us (isolation_level None), and each one starts
+        # with an explicit BEGIN: deferred for run(), IMMEDIATE for write().
+        event.listen(self._engine, "begin", self._begin)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._raw: Any = None  # the hot path's own driver connection, used on the one thread
+        self._immediate = False  # only touched on the one executor thread
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn)
+        return await loop.run_in_executor(self._executor, self._transaction, fn, False)
 
-    def _transaction(self, fn: Callable[[Connection], T]) -> T:
-        with self._engine.begin() as conn:
-            return fn(conn)
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transaction, fn, True)
+
+    def _begin(self, conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if self._immediate else "BEGIN")
+
+    def _transaction(self, fn: Callable[[Connection], T], immediate: bool) -> T:
+        self._immediate = immediate
+        try:
+            with self._engine.begin() as conn:
+                return fn(conn)
+        finally:
+            self._immediate = False
 
     async def run_dbapi(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the driver connection in one ``BEGIN IMMEDIATE``
@@ -95,6 +115,9 @@ class AsyncEngineDatabase:
         async with self._engine.begin() as conn:
             return await conn.run_sync(fn)
 
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await self.run(fn)  # row locks (SELECT ... FOR UPDATE) serialise writers
+
     async def dispose(self) -> None:
         await self._engine.dispose()
 
@@ -113,6 +136,7 @@ async def ping(db: Database) -> None:
 
 def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     def apply(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")

@@ -1,0 +1,170 @@
+"""The transitions processor against real databases (SQLite and PostgreSQL): episodes, the
+timeline, the outbox, match reviews, and replays that change nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, text
+
+from schemas.adt_event import AdtEvent
+from tests.adt_builders import T0, adt
+from transcare.db.database import Database
+from transcare.db.tables import (
+    episode_flags,
+    episode_timeline,
+    episodes,
+    match_reviews,
+    members,
+    metadata,
+    outbox,
+    processed_events,
+)
+from transitions.directory_store import SqlAlchemyDirectory
+from transitions.model import Member, MemberIdentifier, StaffMember
+from transitions.processor import BatchResult, Config, process_batch
+
+NOW = T0 + timedelta(days=30)
+
+
+async def enrol(db: Database, *extra: Member) -> None:
+    directory = SqlAlchemyDirectory(db, lambda: T0)
+    roster = [Member("M1", "DOE", "JANE", dt.date(1960, 1, 2), "F", "5551234567", "12345",
+                     (MemberIdentifier("1001", "GENHOSP"), MemberIdentifier("M77", "MEDICAID")),
+                     "low", "C1", "HH"), *extra]
+    await directory.upsert_members(roster)
+    await directory.upsert_staff([
+        StaffMember("C1", "Coord One", "care_coordinator", "north", "S1", "C2"),
+        StaffMember("C2", "Coord Two", "care_coordinator", "north", "S1", "C1"),
+        StaffMember("S1", "Sup", "supervisor", "north"),
+    ])
+
+
+async def run(db: Database, events: Sequence[AdtEvent]) -> BatchResult:
+    return await db.write(lambda conn: process_batch(conn, events, Config(), NOW))
+
+
+async def dump(db: Database) -> dict[str, list[Any]]:
+    """Every row of every table, for before/after comparisons."""
+    def read(conn: Any) -> dict[str, list[Any]]:
+        return {t.name: sorted(repr(tuple(r)) for r in conn.execute(select(t)))
+                for t in metadata.sorted_tables}
+    return await db.run(read)
+
+
+async def rows(db: Database, table: Any, *order: Any) -> list[Any]:
+    return await db.run(lambda conn: list(conn.execute(select(table).order_by(*order)).mappings()))
+
+
+VISIT = [
+    adt("A04", "c1", patient_class="E", at=T0),
+    adt("A01", "c2", patient_class="I", visit="V2", at=T0 + timedelta(hours=5), location="4W"),
+    adt("A02", "c3", patient_class="I", visit="V2", at=T0 + timedelta(days=1), location="5E"),
+    adt("A03", "c4", patient_class="I", visit="V2", at=T0 + timedelta(days=4, hours=2),
+        discharged_at=T0 + timedelta(days=4), disposition="01", location="5E",
+        diagnoses=["I50.9", "E11.65"]),
+]
+
+
+async def test_an_ed_visit_admitted_transferred_and_discharged_is_one_episode(
+        database: Database) -> None:
+    await enrol(database)
+    result = await run(database, VISIT)
+    assert result.outcomes[("applied", "GENHOSP")] == 4
+    (ep,) = await rows(database, episodes)
+    assert (ep["member_id"], ep["kind"], ep["status"], ep["disposition"]) == (
+        "M1", "inpatient", "discharged", "01")
+    assert ep["discharged_at"] == T0 + timedelta(days=4)
+    assert ep["coordinator_id"] == "C1" and ep["coordinator_reason"] == "roster"
+    assert ep["detail"]["kind_history"] == ["ed"] and ep["detail"]["lace"]["c"] >= 1
+    timeline = [r["type"] for r in await rows(database, episode_timeline, episode_timeline.c.id)]
+    assert timeline == ["EpisodeOpened", "CoordinatorAssigned", "EpisodeUpdated",
+                        "PatientTransferred", "PatientDischarged"]
+    published = [json.loads(r["payload"]) for r in await rows(database, outbox, outbox.c.id)]
+    assert [p["type"] for p in published] == timeline
+    assert {r["key"] for r in await rows(database, outbox)} == {"M1"}
+    assert published[-1]["episode"]["status"] == "discharged"
+
+
+async def test_replaying_the_same_events_changes_nothing(database: Database) -> None:
+    await enrol(database)
+    await run(database, VISIT)
+    before = await dump(database)
+    again = await run(database, VISIT + VISIT)
+    assert again.skipped == 8 and not again.outcomes
+    assert await dump(database) == before
+
+
+async def test_a_patient_not_on_the_roster_is_counted_and_goes_no_further(
+        database: Database) -> None:
+    await enrol(database)
+    result = await run(database, [adt("A04", "x1", mrn="999", family="OTHER", given="PAT",
+                                      birth_date=dt.date(1990, 5, 5))])
+    assert result.outcomes == {("unmatched", "GENHOSP"): 1}
+    assert await rows(database, episodes) == []
+    (done,) = await rows(database, processed_events)
+    assert (done["outcome"], done["member_id"]) == ("unmatched", None)
+
+
+async def test_a_match_on_demographics_alone_opens_the_episode(database: Database) -> None:
+    await enrol(database)
+    await run(database, [adt("A04", "d1", mrn="X-55", authority="STMARYS", facility="STMARYS")])
+    (ep,) = await rows(database, episodes)
+    assert (ep["member_id"], ep["facility_key"]) == ("M1", "STMARYS")
+
+
+async def test_an_ambiguous_match_goes_to_review_never_to_a_guess(database: Database) -> None:
+    twin = Member("M2", "DOE", "JANE", dt.date(1960, 1, 2), "F", "5551234567", "12345", (),
+                  "low", "C1")
+    await enrol(database, twin)
+    await run(database, [adt("A04", "r1", mrn="X-1", authority="STMARYS", facility="STMARYS")])
+    assert await rows(database, episodes) == []
+    (review,) = await rows(database, match_reviews)
+    assert review["status"] == "pending" and review["event_id"] == "STMARYS|r1"
+    assert sorted(c["member_id"] for c in review["candidates"]) == ["M1", "M2"]
+
+
+async def test_a_readmission_flags_the_episode_and_raises_the_members_tier(
+        database: Database) -> None:
+    await enrol(database)
+    await run(database, VISIT)
+    back = T0 + timedelta(days=10)
+    await run(database, [adt("A01", "c9", patient_class="I", visit="V9", at=back)])
+    (flag,) = await rows(database, episode_flags)
+    assert flag["flag"] == "readmission_30d"
+    tier = await database.run(lambda c: c.execute(
+        select(members.c.raised_tier).where(members.c.member_id == "M1")).scalar_one())
+    assert tier == "high"
+
+
+async def test_a_merge_moves_the_prior_identifiers_episodes(database: Database) -> None:
+    other = Member("M9", "DOE", "JANE", dt.date(1960, 1, 2), "F", "", "",
+                   (MemberIdentifier("2002", "GENHOSP"),), "low", "C2")
+    await enrol(database, other)
+    await run(database, [adt("A04", "m1", mrn="2002", visit="V5", phone=None, zip_code=None)])
+    await run(database, [adt("A40", "m2", mrn="1001", visit=None, prior=[("2002", "GENHOSP")],
+                             at=T0 + timedelta(hours=2))])
+    (ep,) = await rows(database, episodes)
+    assert ep["member_id"] == "M1" and ep["patient_identifier"] == "1001@GENHOSP"
+    types = [r["type"] for r in await rows(database, episode_timeline, episode_timeline.c.id)]
+    assert types[-1] == "EpisodesMerged"
+
+
+async def test_processed_events_and_state_commit_together(database: Database) -> None:
+    """A batch that fails part way leaves nothing behind (one transaction)."""
+    await enrol(database)
+
+    def failing(conn: Any) -> None:
+        process_batch(conn, VISIT[:2], Config(), NOW)
+        conn.execute(text("SELECT * FROM no_such_table"))
+
+    try:
+        await database.write(failing)
+    except Exception:
+        pass
+    assert await rows(database, processed_events) == []
+    assert await rows(database, episodes) == []

@@ -1,0 +1,118 @@
+"""The outbox publisher: events committed with the state they describe, published to Kafka.
+
+Processors write events into the ``outbox`` table in their own transaction. One publisher at
+a time (a database lease, so several workers never interleave one member's events) sends the
+unpublished rows in id order and marks them published. A crash between the send and the mark
+sends those rows again: delivery is at least once, and every event carries a deterministic
+``event_id`` for consumers to drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from transcare import metrics
+from transcare.db.database import Database
+from transcare.db.leases import acquire, release
+from transcare.db.tables import outbox
+
+log = structlog.get_logger("transcare.outbox")
+LEASE = "outbox-publisher"
+
+
+class Publisher(Protocol):
+    async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+
+Row = tuple[int, str, str, str]  # id, topic, key, payload
+
+
+def unpublished(conn: Connection, limit: int) -> list[Row]:
+    c = outbox.c
+    query = select(c.id, c.topic, c.key, c.payload).where(c.published_at.is_(None)).order_by(
+        c.id).limit(limit)
+    return [(int(i), t, k, p) for i, t, k, p in conn.execute(query)]
+
+
+def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=now))
+
+
+def backlog(conn: Connection) -> int:
+    c = outbox.c
+    return int(conn.execute(select(func.count()).where(c.published_at.is_(None))).scalar_one())
+
+
+class OutboxPublisher:
+    """Publishes the outbox while it holds the lease.
+
+    Arguments:
+        db: the database the processors write to.
+        publisher: a started Kafka publisher.
+        holder: this process's name for the lease (unique per process).
+        clock: the current time (injected for tests).
+    """
+
+    def __init__(self, db: Database, publisher: Publisher, holder: str,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), batch: int = 1000,
+                 poll_s: float = 0.1, lease_ttl: timedelta = timedelta(seconds=10)) -> None:
+        self._db, self._publisher, self._holder, self._clock = db, publisher, holder, clock
+        self._batch, self._poll, self._ttl = batch, poll_s, lease_ttl
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New rows were committed here: publish without waiting for the next poll."""
+        self._wake.set()
+
+    async def publish_once(self) -> int:
+        """Publish one batch if this process holds the lease; the number of rows sent."""
+        now = self._clock()
+        if not await self._db.write(lambda c: acquire(c, LEASE, self._holder, now, self._ttl)):
+            return 0
+        rows = await self._db.run(lambda c: unpublished(c, self._batch))
+        if not rows:
+            return 0
+        for topic, records in _by_topic(rows):
+            await self._publisher.publish(topic, records)
+            metrics.OUTBOX_PUBLISHED.labels(topic).inc(len(records))
+        ids = [r[0] for r in rows]
+        await self._db.write(lambda c: mark_published(c, ids, self._clock()))
+        return len(rows)
+
+    async def run(self) -> None:
+        """Publish until cancelled; failures are logged and retried with backoff."""
+        delay = self._poll
+        try:
+            while True:
+                try:
+                    sent = await self.publish_once()
+                    delay = self._poll
+                except Exception as exc:  # broker or database down: retry, never drop
+                    metrics.OUTBOX_ERRORS.inc()
+                    log.warning("outbox.publish_failed", error=type(exc).__name__)
+                    sent, delay = 0, min(delay * 2, 5.0)
+                if sent < self._batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    self._wake.clear()
+        finally:
+            with contextlib.suppress(Exception):
+                await self._db.write(lambda c: release(c, LEASE, self._holder))
+
+
+def _by_topic(rows: Sequence[Row]) -> list[tuple[str, list[tuple[bytes, bytes]]]]:
+    """Consecutive rows grouped by topic, keeping id order within each group."""
+    groups: list[tuple[str, list[tuple[bytes, bytes]]]] = []
+    for _, topic, key, payload in rows:
+        if not groups or groups[-1][0] != topic:
+            groups.append((topic, []))
+        groups[-1][1].append((key.encode(), payload.encode()))
+    return groups

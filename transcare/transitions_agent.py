@@ -1,0 +1,118 @@
+"""The transitions stage of the worker: ADT events to episodes, and the timers around it.
+
+Thin adapters around :mod:`transitions.processor`: decode, run a batch in one database
+transaction, wake the outbox publisher. A batch that fails is retried event by event so one bad
+event never stops the others; a database that is down or busy is waited for, never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+
+from schemas.adt_event import AdtEvent
+from transcare import metrics
+from transcare.db.database import Database
+from transcare.db.leases import acquire
+from transcare.settings import Settings
+from transitions.matching import MatchPolicy
+from transitions.processor import BatchResult, Config, process_batch, record_failure
+from transitions.state import Rules
+from transitions.sweep import sweep_stale
+
+log = structlog.get_logger("transcare.transitions")
+T = TypeVar("T")
+
+
+def transitions_config(settings: Settings) -> Config:
+    """The processor's rules and matching policy from settings."""
+    post_acute = frozenset(name for name, f in settings.facilities.items()
+                           if f.care_setting == "post_acute")
+    rules = Rules(frequent_ed_threshold=settings.frequent_ed_threshold,
+                  stale_ed=timedelta(hours=settings.stale_ed_hours),
+                  stale_inpatient=timedelta(days=settings.stale_inpatient_days),
+                  post_acute_facilities=post_acute)
+    policy = MatchPolicy(threshold=settings.match_threshold,
+                         review_floor=settings.match_review_floor)
+    return Config(rules=rules, policy=policy)
+
+
+def decode(values: Sequence[bytes]) -> list[AdtEvent]:
+    """Events from ``adt.events.v1`` values; an unreadable one is logged and counted."""
+    events = []
+    for value in values:
+        try:
+            events.append(AdtEvent.model_validate_json(value))
+        except ValidationError as exc:
+            metrics.ADT_EVENTS_HANDLED.labels("failed", "").inc()
+            log.error("transitions.undecodable_event", errors=exc.error_count())
+    return events
+
+
+async def handle(db: Database, events: Sequence[AdtEvent], config: Config) -> None:
+    """Process a batch; on failure, each event alone; record what still fails."""
+    if not events:
+        return
+    try:
+        _account(events, await _write_batch(db, events, config))
+        return
+    except Exception as exc:
+        log.warning("transitions.batch_failed", size=len(events), error=type(exc).__name__)
+    for event in events:
+        try:
+            _account([event], await _write_batch(db, [event], config))
+        except Exception as exc:
+            log.error("transitions.event_failed", event_id=event.event_id,
+                      message_id=event.message_id, error=type(exc).__name__)
+            metrics.ADT_EVENTS_HANDLED.labels("failed", event.header.sending_facility or "").inc()
+            await _record_failure(db, event)
+
+
+async def _record_failure(db: Database, event: AdtEvent) -> None:
+    def fn(conn: Connection) -> None:
+        record_failure(conn, event, datetime.now(UTC))
+
+    await _write_with_retry(db, fn)
+
+
+async def _write_batch(db: Database, events: Sequence[AdtEvent], config: Config) -> BatchResult:
+    return await _write_with_retry(
+        db, lambda c: process_batch(c, events, config, datetime.now(UTC)))
+
+
+async def _write_with_retry(db: Database, fn: Callable[[Connection], T]) -> T:
+    """Run ``fn`` in a write transaction; while the database is unreachable or locked
+    (``OperationalError``), wait and try again."""
+    started = time.monotonic()
+    while True:
+        try:
+            return await db.write(fn)
+        except OperationalError as exc:
+            log.warning("transitions.database_unavailable", error=type(exc.orig).__name__,
+                        waited=round(time.monotonic() - started, 1))
+            await asyncio.sleep(1.0)
+
+
+def _account(events: Sequence[AdtEvent], result: BatchResult) -> None:
+    for (outcome, facility), n in result.outcomes.items():
+        metrics.ADT_EVENTS_HANDLED.labels(outcome, facility).inc(n)
+    metrics.EPISODE_EVENTS.inc(result.episode_events)
+    now = datetime.now(UTC)
+    for event in events:
+        metrics.TRANSITIONS_LATENCY.observe(max(0.0, (now - event.received_at).total_seconds()))
+
+
+async def stale_sweep(db: Database, config: Config, holder: str) -> int:
+    """Flag stale episodes once across all workers (a database lease); the number flagged."""
+    now = datetime.now(UTC)
+    if not await db.write(lambda c: acquire(c, "stale-sweep", holder, now, timedelta(minutes=5))):
+        return 0
+    return await db.write(lambda c: sweep_stale(c, config.rules, now))

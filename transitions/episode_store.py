@@ -1,0 +1,211 @@
+"""Episodes in the database (the system of record): load a member's :class:`PatientState`,
+write back what the machine changed, in the caller's transaction.
+
+Functions of a sync SQLAlchemy ``Connection`` (run them with ``Database.write``); they work on
+SQLite and PostgreSQL. On PostgreSQL :func:`lock_member` takes the member's row lock, so two
+workers handling the same member (events from two facilities, two partitions) take turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
+
+from transcare.db.tables import (
+    episode_flags,
+    episode_timeline,
+    episode_visits,
+    episodes,
+    member_identifiers,
+    members,
+)
+from transitions.episode import Episode, Flag, FlagName
+from transitions.model import Member, MemberIdentifier
+from transitions.state import PatientState
+
+_COLUMNS = ("id", "member_id", "patient_identifier", "facility_key", "facility", "kind", "status",
+            "patient_class", "location", "admitted_at", "discharged_at", "disposition",
+            "coordinator_id", "coordinator_reason", "tier", "paused", "opted_out", "last_event_at")
+_DETAIL = ("opened_by", "visit_numbers", "location_history", "hospital_service", "admission_type",
+           "discharged_to", "diagnoses", "lace", "kind_history", "close_reason", "merged_into")
+
+
+def lock_member(conn: Connection, member_id: str) -> None:
+    """PostgreSQL: hold the member's row lock until commit (SQLite: the write lock is held)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(members.c.member_id).where(members.c.member_id == member_id)
+                     .with_for_update())
+
+
+def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str, str]] = (),
+               prior_identifiers: Sequence[MemberIdentifier] = ()) -> PatientState:
+    """The member's episodes and visit index, plus the episodes owning ``visit_keys`` and,
+    for a merge, the episodes of ``prior_identifiers`` and of the members holding them."""
+    prior_members = _holders(conn, prior_identifiers) - {member.member_id}
+    conds = [episodes.c.member_id.in_([member.member_id, *prior_members])]
+    if prior_identifiers:
+        conds.append(episodes.c.patient_identifier.in_([str(i) for i in prior_identifiers]))
+    owners = _visit_owners(conn, visit_keys)
+    if owners:
+        conds.append(episodes.c.id.in_(set(owners.values())))
+    rows = list(conn.execute(select(episodes).where(or_(*conds))).mappings())
+    loaded = _episodes(conn, rows)
+    visits = _visits_of(conn, list(loaded))
+    visits.update(owners)
+    return PatientState(member=member, episodes=loaded, visits=visits,
+                        prior_members=frozenset(prior_members))
+
+
+def _holders(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[str]:
+    if not ids:
+        return set()
+    c = member_identifiers.c
+    query = select(c.member_id).where(tuple_(c.value, c.authority).in_(
+        [(i.value, i.authority) for i in ids]))
+    return set(conn.execute(query).scalars())
+
+
+def _visit_owners(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    c = episode_visits.c
+    for facility_key, visit_number in set(keys):
+        query = select(c.episode_id).where(c.facility_key == facility_key,
+                                           c.visit_number == visit_number)
+        owner = conn.execute(query).scalar_one_or_none()
+        if owner is not None:
+            found[(facility_key, visit_number)] = owner
+    return found
+
+
+def _visits_of(conn: Connection, episode_ids: list[str]) -> dict[tuple[str, str], str]:
+    if not episode_ids:
+        return {}
+    c = episode_visits.c
+    rows = conn.execute(select(c.facility_key, c.visit_number, c.episode_id)
+                        .where(c.episode_id.in_(episode_ids)))
+    return {(f, v): e for f, v, e in rows}
+
+
+def _episodes(conn: Connection, rows: Sequence[RowMapping]) -> dict[str, Episode]:
+    flags = load_flags(conn, [r["id"] for r in rows])
+    return {r["id"]: episode_from_row(r, flags.get(r["id"], ())) for r in rows}
+
+
+def load_flags(conn: Connection, episode_ids: Sequence[str]) -> dict[str, tuple[Flag, ...]]:
+    if not episode_ids:
+        return {}
+    c = episode_flags.c
+    found: dict[str, list[Flag]] = {}
+    query = select(c.episode_id, c.flag, c.raised_at, c.detail).where(
+        c.episode_id.in_(episode_ids)).order_by(c.raised_at, c.flag)
+    for episode_id, name, raised_at, detail in conn.execute(query):
+        found.setdefault(episode_id, []).append(Flag(cast(FlagName, name), raised_at, detail or {}))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def episode_from_row(row: RowMapping, flags: tuple[Flag, ...] = ()) -> Episode:
+    detail: Mapping[str, Any] = row["detail"] or {}
+    fields: dict[str, Any] = {name: row[name] for name in _COLUMNS}
+    for name in _DETAIL:
+        value = detail.get(name)
+        fields[name] = tuple(value or ()) if name in _TUPLES else (
+            _DEFAULTS[name] if value is None else value)
+    cancelled = detail.get("cancelled_at")
+    fields["cancelled_at"] = datetime.fromisoformat(cancelled) if cancelled else None
+    return Episode(**fields, flags=flags)
+
+
+_TUPLES = {"visit_numbers", "location_history", "diagnoses", "kind_history"}
+_DEFAULTS: dict[str, Any] = {"opened_by": "", "hospital_service": "", "admission_type": "",
+                             "discharged_to": "", "lace": None, "close_reason": "", "merged_into": ""}
+
+
+def episode_row(episode: Episode, now: datetime) -> dict[str, Any]:
+    row = {name: getattr(episode, name) for name in _COLUMNS}
+    detail = {name: _jsonable(getattr(episode, name)) for name in _DETAIL}
+    detail["cancelled_at"] = episode.cancelled_at.isoformat() if episode.cancelled_at else None
+    return {**row, "detail": detail, "updated_at": now}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def save_state(conn: Connection, state: PatientState, source_id: str, now: datetime) -> None:
+    """Write back what the machine changed: episodes, flags, visit keys, timeline lines, a
+    raised tier, learned identifiers, timelines moved by a merge."""
+    changed = [state.episodes[i] for i in sorted(state.changed)]
+    _upsert(conn, episodes, ["id"], [episode_row(e, now) for e in changed])
+    _save_flags(conn, changed)
+    if state.new_visits:
+        _upsert(conn, episode_visits, ["facility_key", "visit_number"], [
+            {"facility_key": f, "visit_number": v, "episode_id": e}
+            for (f, v), e in sorted(state.new_visits.items())])
+    if state.changes:
+        conn.execute(insert(episode_timeline), [
+            {"episode_id": c.episode_id, "occurred_at": c.occurred_at, "type": c.type,
+             "source_id": source_id, "summary": c.summary, "detail": _detail_json(c.detail)}
+            for c in state.changes])
+    for old, new in state.moved_timelines.items():
+        conn.execute(update(episode_timeline).where(episode_timeline.c.episode_id == old)
+                     .values(episode_id=new))
+    if state.raised_tier is not None:
+        conn.execute(update(members).where(members.c.member_id == state.member.member_id)
+                     .values(raised_tier=state.raised_tier))
+    _learn(conn, state.member.member_id, state.learned)
+
+
+def _save_flags(conn: Connection, changed: Sequence[Episode]) -> None:
+    if not changed:
+        return
+    conn.execute(delete(episode_flags).where(episode_flags.c.episode_id.in_([e.id for e in changed])))
+    rows = [{"episode_id": e.id, "flag": f.name, "raised_at": f.raised_at,
+             "detail": _detail_json(f.detail)} for e in changed for f in e.flags]
+    if rows:
+        conn.execute(insert(episode_flags), rows)
+
+
+def _detail_json(detail: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else _jsonable(v)) for k, v in detail.items()}
+
+
+def _learn(conn: Connection, member_id: str, learned: Sequence[MemberIdentifier]) -> None:
+    """Prior identifiers from a merge that nobody holds become the survivor's (source merge)."""
+    if not learned:
+        return
+    held = _holders_map(conn, learned)
+    rows = [{"value": i.value, "authority": i.authority, "member_id": member_id, "source": "merge"}
+            for i in dict.fromkeys(learned) if i not in held and i.value]
+    if rows:
+        conn.execute(insert(member_identifiers), rows)
+
+
+def _holders_map(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[MemberIdentifier]:
+    c = member_identifiers.c
+    query = select(c.value, c.authority).where(
+        tuple_(c.value, c.authority).in_([(i.value, i.authority) for i in ids]))
+    return {MemberIdentifier(v, a) for v, a in conn.execute(query)}
+
+
+def _upsert(conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    stmt = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    updates = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+
+
+def open_caseload(conn: Connection) -> dict[str, int]:
+    """Open episodes per coordinator (the load DOMAIN.md section 5 balances)."""
+    c = episodes.c
+    query = select(c.coordinator_id, func.count()).where(c.status == "open").group_by(c.coordinator_id)
+    return {staff_id: int(n) for staff_id, n in conn.execute(query) if staff_id}

@@ -1,0 +1,238 @@
+"""What happens to an episode after it opens: transfer, discharge, class change, update,
+cancels, leave of absence, death (DOMAIN.md section 1). Pure handlers over a PatientState.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from transitions.attribution import responsible_coordinator
+from transitions.clinical import EXPIRED_DISPOSITION, POST_ACUTE_SERVICES, PSYCH_SERVICES, ClinicalEvent
+from transitions.episode import Episode
+from transitions.flags import discharge_lace, raise_flag
+from transitions.opening import open_episode
+from transitions.state import Outcome, PatientState
+
+LEFT_AMA = "07"  # PV1-36: left against medical advice
+_DISCHARGE_FLAGS = ("left_ama", "expired")
+
+
+def discharge(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A03: discharged at PV1-45 with PV1-36. A discharge for a visit never seen opens the
+    episode from the A03 itself (the admission was missed or is late)."""
+    if target is None:
+        target = open_episode(state, ev, "discharge")
+        if target is None:
+            return "ignored"
+    if target.status == "cancelled":
+        return "ignored"
+    at = ev.discharged_at or ev.occurred_at
+    if target.status != "open" and target.discharged_at == at and \
+            target.disposition == (ev.disposition or target.disposition):
+        return "duplicate"
+    episode = _reattribute(state, ev, target)
+    episode = state.put(replace(
+        episode, status="discharged" if episode.status != "closed" else "closed",
+        discharged_at=at, disposition=ev.disposition or episode.disposition,
+        discharged_to=ev.discharged_to or episode.discharged_to,
+        diagnoses=_union(episode.diagnoses, ev.diagnoses), last_event_at=ev.occurred_at))
+    episode = state.put(replace(episode, lace=discharge_lace(state, episode)))
+    state.emit("PatientDischarged", episode, at, f"discharged from {episode.kind}",
+               disposition=episode.disposition, discharged_to=episode.discharged_to,
+               kind=episode.kind, corrected=target.status != "open", lace=episode.lace)
+    if episode.disposition == LEFT_AMA:
+        raise_flag(state, episode, "left_ama", at, disposition=LEFT_AMA)
+    return "applied"
+
+
+def _reattribute(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Episode:
+    """At discharge the post-discharge work starts: if the coordinator is away or inactive
+    that day, the episode goes to whoever DOMAIN.md section 5 names now."""
+    person = state.staff.get(episode.coordinator_id)
+    day = (ev.discharged_at or ev.occurred_at).date()
+    if person is not None and person.available_on(day):
+        return episode
+    attribution = responsible_coordinator(state.member, state.staff, state.caseload, day)
+    if attribution.staff_id == episode.coordinator_id:
+        return episode
+    episode = state.put(replace(episode, coordinator_id=attribution.staff_id,
+                                coordinator_reason=attribution.reason))
+    state.emit("CoordinatorAssigned", episode, ev.occurred_at,
+               f"coordinator reassigned ({attribution.reason})", coordinator_id=attribution.staff_id,
+               reason=attribution.reason, why=attribution.detail)
+    return episode
+
+
+def transfer(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A02: a new location; a change of facility or level of care is marked for the coordinator.
+    A transfer of a visit never seen opens the episode (the admission was missed)."""
+    if target is None:
+        return "applied" if open_episode(state, ev, "transfer") else "ignored"
+    if not target.is_active:
+        return "ignored"
+    level = _level_of_care(target, ev)
+    moved = ev.location != target.location or ev.facility != target.facility
+    if not moved and level is None:
+        return "duplicate"
+    kind = "post_acute" if level == "post_acute" else target.kind
+    episode = state.put(replace(
+        target, location=ev.location, facility=ev.facility, kind=kind,
+        kind_history=target.kind_history + ((target.kind,) if kind != target.kind else ()),
+        location_history=(*target.location_history, target.location),
+        hospital_service=ev.hospital_service or target.hospital_service, last_event_at=ev.occurred_at))
+    notify = level is not None or ev.facility != target.facility
+    state.emit("PatientTransferred", episode, ev.occurred_at, "patient transferred",
+               from_location=target.location, to_location=ev.location, from_facility=target.facility,
+               to_facility=ev.facility, level_of_care=level, notify_coordinator=notify)
+    return "applied"
+
+
+def _level_of_care(episode: Episode, ev: ClinicalEvent) -> str | None:
+    """"psych" or "post_acute" when an A02 moves the patient into that level of care."""
+    new, old = ev.hospital_service, episode.hospital_service
+    if new in PSYCH_SERVICES and old not in PSYCH_SERVICES:
+        return "psych"
+    if (new in POST_ACUTE_SERVICES and old not in POST_ACUTE_SERVICES) or (
+            ev.kind == "post_acute" and episode.kind != "post_acute"):
+        return "post_acute"
+    return None
+
+
+def class_change(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A07 (inpatient to outpatient): reclassify; an outpatient class becomes observation."""
+    kind = ev.kind or ("observation" if ev.patient_class == "O" else None)
+    if target is None or kind is None or not target.counts:
+        return "ignored"
+    if kind == target.kind:
+        return "duplicate"
+    episode = state.put(replace(target, kind=kind, kind_history=(*target.kind_history, target.kind),
+                                patient_class=ev.patient_class, last_event_at=ev.occurred_at))
+    state.emit("EpisodeUpdated", episode, ev.occurred_at, f"reclassified {target.kind} to {kind}",
+               kind_from=target.kind, kind_to=kind, trigger=ev.trigger)
+    return "applied"
+
+
+def update(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A08: patch the visit fields the message carries; never a new episode."""
+    if target is None or not target.counts:
+        return "ignored"
+    patch = _patch(target, ev)
+    if not patch:
+        return "duplicate"
+    episode = state.put(replace(target, last_event_at=ev.occurred_at, **patch))
+    if "discharged_at" in patch or "diagnoses" in patch:
+        episode = state.put(replace(episode, lace=discharge_lace(state, episode)))
+    state.emit("EpisodeUpdated", episode, ev.occurred_at, "visit updated (A08)",
+               fields=sorted(patch), trigger=ev.trigger)
+    return "applied"
+
+
+def _patch(episode: Episode, ev: ClinicalEvent) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "location": ev.location, "hospital_service": ev.hospital_service,
+        "admission_type": ev.admission_type, "admitted_at": ev.admitted_at,
+        "diagnoses": _union(episode.diagnoses, ev.diagnoses) if ev.diagnoses else None,
+    }
+    if episode.status != "open":
+        fields.update(discharged_at=ev.discharged_at, disposition=ev.disposition,
+                      discharged_to=ev.discharged_to)
+    return {k: v for k, v in fields.items() if v and v != getattr(episode, k)}
+
+
+def cancel_admit(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A11: cancel the visit. If it cancels the admission of an ED visit that became a stay,
+    the ED visit goes on. Before its admission arrives, it leaves a cancelled episode so the
+    late admission cannot open one."""
+    if target is None:
+        return _cancelled_placeholder(state, ev)
+    if target.status == "cancelled":
+        return "duplicate"
+    if target.kind_history and ev.visit_number and ev.visit_number != target.visit_numbers[0]:
+        episode = state.put(replace(target, kind=target.kind_history[-1],
+                                    kind_history=target.kind_history[:-1]))
+        state.emit("EpisodeUpdated", episode, ev.occurred_at, "admission cancelled; visit goes on",
+                   kind_from=target.kind, kind_to=episode.kind, trigger=ev.trigger)
+        return "applied"
+    episode = state.put(replace(target, status="cancelled", cancelled_at=ev.recorded_at,
+                                close_reason="visit cancelled (A11)", last_event_at=ev.occurred_at))
+    state.emit("EpisodeCancelled", episode, ev.occurred_at, "visit cancelled (A11)",
+               reason="cancel admit/visit (A11)", previous_status=target.status)
+    return "applied"
+
+
+def _cancelled_placeholder(state: PatientState, ev: ClinicalEvent) -> Outcome:
+    if not ev.visit_number:
+        return "ignored"
+    episode = open_episode(state, ev, "cancel")
+    if episode is None:
+        return "ignored"
+    state.changes[:] = [c for c in state.changes if c.episode_id != episode.id]
+    episode = state.put(replace(episode, status="cancelled", cancelled_at=ev.recorded_at,
+                                close_reason="visit cancelled (A11) before its admission arrived"))
+    state.emit("EpisodeCancelled", episode, ev.occurred_at, "visit cancelled before admission seen",
+               reason="cancel admit/visit (A11)", previous_status="unseen")
+    return "applied"
+
+
+def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A12: back to the location before the transfer (PV1-3 of the A12, else the history)."""
+    if target is None or not target.is_active or not (target.location_history or ev.location):
+        return "ignored"
+    back = ev.location or target.location_history[-1]
+    history = target.location_history[:-1] if target.location_history else ()
+    if back == target.location:
+        return "duplicate"
+    episode = state.put(replace(target, location=back, location_history=history,
+                                last_event_at=ev.occurred_at))
+    state.emit("EpisodeUpdated", episode, ev.occurred_at, "transfer cancelled (A12)",
+               from_location=target.location, to_location=back, transfer_cancelled=True)
+    return "applied"
+
+
+def cancel_discharge(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A13: reopen the episode (not a readmission); discharge-derived flags come off."""
+    if target is None or target.status not in ("discharged", "closed"):
+        return "ignored" if target is None else "duplicate"
+    episode = state.put(replace(
+        target, status="open", discharged_at=None, disposition="", discharged_to="", lace=None,
+        close_reason="", flags=tuple(f for f in target.flags if f.name not in _DISCHARGE_FLAGS),
+        last_event_at=ev.occurred_at))
+    state.emit("EpisodeReopened", episode, ev.occurred_at, "discharge cancelled (A13)",
+               reason="cancel discharge (A13)", readmission=False,
+               cancelled_discharge_at=target.discharged_at.isoformat() if target.discharged_at else None)
+    return "applied"
+
+
+def pause(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    """A21 leave of absence pauses the episode; A22 return resumes it. No tasks."""
+    paused = ev.action == "leave"
+    if target is None or not target.is_active:
+        return "ignored"
+    if target.paused == paused:
+        return "duplicate"
+    episode = state.put(replace(target, paused=paused, last_event_at=ev.occurred_at))
+    state.emit("EpisodeUpdated", episode, ev.occurred_at,
+               "leave of absence" if paused else "returned from leave of absence", paused=paused)
+    return "applied"
+
+
+def expire(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> None:
+    """Death (PID-30 = Y or PV1-36 = 20): close the episode (every open one of the member when
+    the message names none) as expired; the coordinator and the supervisor are notified."""
+    victims = [target] if target is not None and target.counts else [
+        e for e in state.own_episodes() if e.is_active]
+    for episode in victims:
+        if episode.status == "closed" and episode.close_reason == "expired":
+            continue
+        at = ev.discharged_at or ev.occurred_at
+        episode = state.put(replace(episode, status="closed", close_reason="expired",
+                                    discharged_at=episode.discharged_at or at,
+                                    disposition=episode.disposition or EXPIRED_DISPOSITION))
+        state.emit("EpisodeClosed", episode, at, "episode closed: patient expired", reason="expired",
+                   notify=["coordinator", "supervisor"])
+        raise_flag(state, episode, "expired", at)
+
+
+def _union(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(new + old)) if new else old

@@ -1,0 +1,86 @@
+"""The episode state machine (DOMAIN.md section 1). Pure: it changes a :class:`PatientState`.
+
+:func:`apply` takes one :class:`ClinicalEvent` of an enrolled member and returns the outcome:
+
+- ``applied``: something changed (episodes, changes on ``state.changes``);
+- ``duplicate``: the event restates what is known (a resend with a new MSH-10);
+- ``ignored``: the event concerns no episode (A05, an outpatient A04, an A08 or A12 for an
+  unknown visit, ...);
+- ``conflict``: the visit number belongs to another member's episode (goes to match review).
+
+What it does with messy feeds is documented in ``docs/episodes.md`` and table-tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from transitions.clinical import ClinicalEvent
+from transitions.episode import Episode
+from transitions.lifecycle import (
+    cancel_admit,
+    cancel_discharge,
+    cancel_transfer,
+    class_change,
+    discharge,
+    expire,
+    pause,
+    transfer,
+    update,
+)
+from transitions.merge import merge
+from transitions.opening import admit
+from transitions.state import Outcome, PatientState
+
+
+def apply(state: PatientState, ev: ClinicalEvent) -> Outcome:
+    """Apply one event to the member's episodes. Never raises on incomplete data."""
+    if ev.action == "merge":
+        return merge(state, ev)
+    target = find_target(state, ev)
+    if target is not None and target.member_id != state.member.member_id:
+        return "conflict"
+    before = len(state.changes)
+    outcome = _HANDLERS.get(ev.action, _ignore)(state, ev, target)
+    if ev.died:
+        expire(state, ev, state.episodes.get(target.id) if target else None)
+    if outcome != "applied" and len(state.changes) > before:
+        return "applied"
+    return outcome
+
+
+def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
+    """The episode an event is about: by visit key (MSH-4 plus PV1-19); without a visit
+    number, the member's latest episode at the same sending facility (open ones first); with
+    an unknown visit number, an open episode at that facility that has no visit number yet."""
+    if ev.visit_number:
+        found = state.visits.get((ev.facility_key, ev.visit_number))
+        if found is not None and found in state.episodes:
+            return state.episodes[found]
+    here = [e for e in state.own_episodes() if e.facility_key == ev.facility_key]
+    if ev.visit_number:
+        here = [e for e in here if not e.visit_numbers and e.is_active]
+    if not here:
+        return None
+    return max(here, key=lambda e: (e.is_active, e.admitted_at is not None,
+                                    e.admitted_at.timestamp() if e.admitted_at else 0.0))
+
+
+def _preadmit(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    return "ignored"  # A05: a note in the message store only; no episode (DOMAIN.md section 1)
+
+
+def _ignore(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    return "ignored"
+
+
+Handler = Callable[[PatientState, ClinicalEvent, Episode | None], Outcome]
+_HANDLERS: dict[str, Handler] = {
+    "open": admit, "preadmit": _preadmit, "transfer": transfer, "discharge": discharge,
+    "class_change": class_change, "update": update, "cancel_admit": cancel_admit,
+    "cancel_transfer": cancel_transfer, "cancel_discharge": cancel_discharge,
+    "leave": pause, "return": pause,
+}
+
+
+__all__ = ["Outcome", "apply", "find_target"]

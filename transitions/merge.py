@@ -1,0 +1,81 @@
+"""Patient merges (A40, also A18, A34, A36, A39): MRG-1 prior identifiers into PID-3. Pure.
+
+The episodes of the prior identifiers (or of the roster member who held them) move to the
+surviving member. Two episodes that are the same stay at the same facility (overlapping in
+time) are combined into the earlier one: its visit numbers, flags and diagnoses are joined,
+the other is marked merged into it and its timeline moves over. Nothing is lost or counted
+twice. Prior identifiers nobody holds are learned for the survivor, so late messages that
+still carry them match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from transitions.clinical import ClinicalEvent
+from transitions.episode import Episode
+from transitions.state import Outcome, PatientState
+
+
+def merge(state: PatientState, ev: ClinicalEvent) -> Outcome:
+    prior = {str(i) for i in ev.prior_identifiers}
+    state.learned.extend(i for i in ev.prior_identifiers if i not in state.learned)
+    movers = sorted((e for e in state.episodes.values()
+                     if not e.merged_into and e.counts
+                     and (e.member_id in state.prior_members or e.patient_identifier in prior)),
+                    key=lambda e: (_t(e.admitted_at), e.id))
+    for moving in movers:
+        _move(state, ev, moving)
+    return "applied" if movers or state.learned else "ignored"
+
+
+def _move(state: PatientState, ev: ClinicalEvent, moving: Episode) -> None:
+    """Re-home one episode on the survivor, or fold it into the survivor's copy of the stay."""
+    from_member = moving.member_id
+    same = _same_stay(state, moving)
+    if same is None:
+        episode = state.put(replace(moving, member_id=state.member.member_id,
+                                    patient_identifier=ev.patient_identifier))
+        state.emit("EpisodesMerged", episode, ev.occurred_at, "episode moved to surviving patient",
+                   from_member_id=from_member, to_member_id=state.member.member_id,
+                   merged_episode_id=None, prior_identifiers=[str(i) for i in ev.prior_identifiers])
+        return
+    keep, fold = (same, moving) if _t(same.admitted_at) <= _t(moving.admitted_at) else (moving, same)
+    kept = state.put(replace(
+        keep, member_id=state.member.member_id, patient_identifier=ev.patient_identifier,
+        visit_numbers=tuple(dict.fromkeys(keep.visit_numbers + fold.visit_numbers)),
+        flags=keep.flags + tuple(f for f in fold.flags if not keep.has_flag(f.name)),
+        diagnoses=tuple(dict.fromkeys(keep.diagnoses + fold.diagnoses))))
+    state.put(replace(fold, status="cancelled", merged_into=kept.id, member_id=kept.member_id,
+                      close_reason=f"merged into {kept.id}"))
+    for key, owner in list(state.visits.items()):
+        if owner == fold.id:
+            state.visits[key] = kept.id
+            state.new_visits[key] = kept.id
+    state.moved_timelines[fold.id] = kept.id
+    state.emit("EpisodesMerged", kept, ev.occurred_at, "duplicate stay combined after merge",
+               from_member_id=from_member, to_member_id=kept.member_id, merged_episode_id=fold.id,
+               prior_identifiers=[str(i) for i in ev.prior_identifiers])
+
+
+def _same_stay(state: PatientState, moving: Episode) -> Episode | None:
+    """The survivor's episode for the same stay: same sending facility, overlapping times."""
+    for other in state.own_episodes():
+        if other.id == moving.id or other.facility_key != moving.facility_key:
+            continue
+        if _overlap(other, moving):
+            return other
+    return None
+
+
+def _overlap(a: Episode, b: Episode) -> bool:
+    if a.admitted_at is None or b.admitted_at is None:
+        return bool(set(a.visit_numbers) & set(b.visit_numbers))
+    a_end = _t(a.discharged_at) if a.discharged_at else float("inf")
+    b_end = _t(b.discharged_at) if b.discharged_at else float("inf")
+    return _t(a.admitted_at) <= b_end and _t(b.admitted_at) <= a_end
+
+
+def _t(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else float("-inf")

@@ -1,0 +1,106 @@
+"""Opening episodes: ED registration, admission, observation (A01, A04, A06), and the same
+transition continuing when an ED visit becomes an admission at the same facility. Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from transitions.attribution import responsible_coordinator
+from transitions.clinical import ClinicalEvent
+from transitions.episode import Episode, episode_id
+from transitions.flags import history_flags
+from transitions.state import Outcome, PatientState
+
+
+def open_episode(state: PatientState, ev: ClinicalEvent, via: str) -> Episode | None:
+    """Open a new episode for ``ev`` (kind from its class), attributed and flagged."""
+    if ev.kind is None:
+        return None
+    member = state.member
+    attribution = responsible_coordinator(member, state.staff, state.caseload, ev.occurred_at.date())
+    admitted = ev.admitted_at or ev.occurred_at
+    episode = state.put(Episode(
+        id=episode_id(ev.facility_key, ev.visit_number, member.member_id, ev.event_id),
+        member_id=member.member_id, patient_identifier=ev.patient_identifier,
+        facility_key=ev.facility_key, facility=ev.facility, kind=ev.kind, status="open",
+        opened_by=ev.event_id, visit_numbers=(ev.visit_number,) if ev.visit_number else (),
+        patient_class=ev.patient_class, location=ev.location, hospital_service=ev.hospital_service,
+        admission_type=ev.admission_type, admitted_at=admitted, diagnoses=ev.diagnoses,
+        coordinator_id=attribution.staff_id, coordinator_reason=attribution.reason,
+        tier=member.effective_tier, opted_out=member.opted_out, last_event_at=ev.occurred_at,
+    ))
+    state.index_visit(ev.facility_key, ev.visit_number, episode.id)
+    state.emit("EpisodeOpened", episode, admitted, f"{episode.kind} episode opened ({ev.trigger})",
+               kind=episode.kind, trigger=ev.trigger, via=via, facility=episode.facility)
+    state.emit("CoordinatorAssigned", episode, admitted,
+               f"coordinator assigned ({attribution.reason})", coordinator_id=attribution.staff_id,
+               reason=attribution.reason, why=attribution.detail)
+    return history_flags(state, episode)
+
+
+def admit(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
+    if ev.kind is None:
+        return "ignored"
+    if target is not None:
+        return _admit_existing(state, ev, target)
+    ed = _convertible(state, ev)
+    if ed is not None:
+        return _convert(state, ev, ed)
+    return "applied" if open_episode(state, ev, "admission") else "ignored"
+
+
+def _convertible(state: PatientState, ev: ClinicalEvent) -> Episode | None:
+    """An open ED (or observation) episode at the same facility that this admission continues."""
+    if ev.kind not in ("inpatient", "observation", "post_acute"):
+        return None
+    lower = ("ed",) if ev.kind == "observation" else ("ed", "observation")
+    here = [e for e in state.own_episodes()
+            if e.is_active and e.facility_key == ev.facility_key and e.kind in lower]
+    return here[-1] if here else None
+
+
+def _convert(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcome:
+    assert ev.kind is not None
+    numbers = episode.visit_numbers + ((ev.visit_number,) if ev.visit_number
+                                       and ev.visit_number not in episode.visit_numbers else ())
+    episode = state.put(replace(
+        episode, kind=ev.kind, kind_history=(*episode.kind_history, episode.kind),
+        visit_numbers=numbers, patient_class=ev.patient_class, location=ev.location or episode.location,
+        hospital_service=ev.hospital_service or episode.hospital_service,
+        admission_type=ev.admission_type or episode.admission_type, last_event_at=ev.occurred_at))
+    state.index_visit(ev.facility_key, ev.visit_number, episode.id)
+    state.emit("EpisodeUpdated", episode, ev.occurred_at,
+               f"{episode.kind_history[-1]} visit became {episode.kind} stay ({ev.trigger})",
+               kind_from=episode.kind_history[-1], kind_to=episode.kind, trigger=ev.trigger,
+               inpatient_admitted_at=(ev.admitted_at or ev.occurred_at).isoformat())
+    history_flags(state, episode)
+    return "applied"
+
+
+def _admit_existing(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcome:
+    """An admission for a visit already known: a resend, a late message, an upgrade of class,
+    or a new admission after the visit was cancelled."""
+    if episode.status == "cancelled":
+        if episode.cancelled_at is not None and ev.recorded_at <= episode.cancelled_at:
+            return "duplicate"  # the admission the A11 cancelled, arriving late
+        episode = state.put(replace(episode, status="open", cancelled_at=None, close_reason=""))
+        state.emit("EpisodeReopened", episode, ev.occurred_at, "visit admitted again after cancel",
+                   reason="admitted after cancel", readmission=False, trigger=ev.trigger)
+        return "applied"
+    if ev.kind is not None and ev.kind != episode.kind and episode.is_active and \
+            _convertible_kind(episode.kind, ev.kind):
+        return _convert(state, ev, episode)
+    if episode.admitted_at is None and ev.admitted_at is not None:
+        episode = state.put(replace(episode, admitted_at=ev.admitted_at))
+        state.emit("EpisodeUpdated", episode, ev.occurred_at, "admission time learned late",
+                   fields=["admitted_at"], trigger=ev.trigger)
+        return "applied"
+    return "duplicate"
+
+
+def _convertible_kind(old: str, new: str) -> bool:
+    order = {"ed": 0, "observation": 1, "inpatient": 2, "post_acute": 2}
+    return order.get(new, 0) > order.get(old, 0)
+
+

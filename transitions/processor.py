@@ -1,0 +1,190 @@
+"""The transitions service: ADT events in, episodes and episode events out, in one transaction.
+
+:func:`process_batch` runs inside the caller's transaction (``Database.write``). For each
+event not yet handled it matches the roster, applies the episode machine and writes the new
+state, the timeline, the outbox rows for ``transitions.episodes.v1`` and the
+``processed_events`` row, so a replay of the same event finds that row and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from schemas.adt_event import AdtEvent
+from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
+from schemas.topics import EPISODES
+from transcare.db.tables import match_reviews, outbox, processed_events
+from transitions.clinical import clinical_event
+from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
+from transitions.episode import Change, Episode
+from transitions.episode_store import load_state, lock_member, open_caseload, save_state
+from transitions.machine import apply
+from transitions.matching import MatchPolicy, MatchResult, event_demographics, event_identifiers, match
+from transitions.model import Member, MemberIdentifier, StaffMember
+from transitions.state import Rules
+
+
+@dataclass(frozen=True)
+class Config:
+    rules: Rules = field(default_factory=Rules)
+    policy: MatchPolicy = field(default_factory=MatchPolicy)
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: outcome counts by facility (for metrics), and how many episode
+    events went to the outbox."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (outcome, facility)
+    episode_events: int = 0
+    skipped: int = 0  # already processed (replays, redeliveries)
+
+
+def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
+                  now: datetime) -> BatchResult:
+    result = BatchResult()
+    todo = _unprocessed(conn, events)
+    result.skipped = len(events) - len(todo)
+    if not todo:
+        return result
+    identifiers = {e.event_id: event_identifiers(e) for e in todo}
+    owners = member_ids_by_identifier(conn, {i for ids in identifiers.values() for i in ids})
+    candidates = _candidates(conn, todo, identifiers, owners)
+    staff = {s.staff_id: s for s in load_staff(conn)}
+    caseload = Counter(open_caseload(conn))
+    for event in todo:
+        found = match(identifiers[event.event_id], event_demographics(event), owners, candidates,
+                      _day(event).date(), config.policy)
+        outcome, member_id = _handle(conn, event, found, staff, caseload, config, now, result)
+        _record(conn, event, outcome, member_id, now)
+        result.outcomes[(outcome, event.header.sending_facility or "")] += 1
+    return result
+
+
+def _unprocessed(conn: Connection, events: Sequence[AdtEvent]) -> list[AdtEvent]:
+    """Events without a ``processed_events`` row, first occurrence only, in order."""
+    ids = list({e.event_id for e in events})
+    c = processed_events.c
+    done = set(conn.execute(select(c.event_id).where(c.event_id.in_(ids), c.outcome != "failed"))
+               .scalars())
+    todo: dict[str, AdtEvent] = {}
+    for e in events:
+        if e.event_id not in done:
+            todo.setdefault(e.event_id, e)
+    return list(todo.values())
+
+
+def _candidates(conn: Connection, events: Sequence[AdtEvent],
+                identifiers: dict[str, tuple[MemberIdentifier, ...]],
+                owners: dict[MemberIdentifier, str]) -> dict[str, Member]:
+    """Members the events could be: identifier hits, and for the rest, members born that day."""
+    hit = {owners[i] for ids in identifiers.values() for i in ids if i in owners}
+    found = load_members(conn, hit)
+    dates = {e.patient.birth_date for e in events if e.patient.birth_date is not None
+             and not any(i in owners for i in identifiers[e.event_id])}
+    if dates:
+        found.update({m.member_id: m for m in members_born_on(conn, dates)})
+    return found
+
+
+def _handle(conn: Connection, event: AdtEvent, found: MatchResult, staff: dict[str, StaffMember],
+            caseload: Counter[str], config: Config, now: datetime,
+            result: BatchResult) -> tuple[str, str | None]:
+    if found.outcome == "unmatched":
+        return "unmatched", None
+    if found.outcome == "review" or found.member_id is None:
+        _review(conn, event, found.reason, [(c.member_id, c.score) for c in found.candidates], now)
+        return "review", None
+    outcome = _apply(conn, event, found.member_id, staff, caseload, config, now, result)
+    return outcome, found.member_id
+
+
+def _apply(conn: Connection, event: AdtEvent, member_id: str, staff: dict[str, StaffMember],
+           caseload: Counter[str], config: Config, now: datetime, result: BatchResult) -> str:
+    lock_member(conn, member_id)
+    member = load_members(conn, [member_id])[member_id]
+    ev = clinical_event(event, config.rules.post_acute_facilities)
+    keys = [(ev.facility_key, ev.visit_number)] if ev.visit_number else []
+    state = load_state(conn, member, keys, ev.prior_identifiers if ev.action == "merge" else ())
+    state.staff, state.caseload, state.rules = staff, caseload, config.rules
+    outcome = apply(state, ev)
+    if outcome == "conflict":
+        _review(conn, event, "visit number belongs to another member's episode", [(member_id, 100.0)], now)
+        return "review"
+    save_state(conn, state, event.event_id, now)
+    result.episode_events += write_outbox(conn, event.event_id, state.changes, state.episodes, now)
+    for change in state.changes:
+        if change.type == "CoordinatorAssigned":
+            caseload[str(change.detail.get("coordinator_id") or "")] += 1
+    return outcome
+
+
+def write_outbox(conn: Connection, source_id: str, changes: Sequence[Change],
+             episodes: dict[str, Episode], now: datetime) -> int:
+    rows = []
+    for n, change in enumerate(changes):
+        episode = episodes[change.episode_id]
+        message = EpisodeEvent(
+            event_id=f"{source_id}#{n}", type=change.type, member_id=episode.member_id,
+            episode_id=episode.id, occurred_at=change.occurred_at, source_event_id=source_id,
+            summary=change.summary, episode=snapshot(episode), detail=dict(change.detail))
+        rows.append({"topic": EPISODES.name, "key": episode.member_id, "created_at": now,
+                     "payload": orjson.dumps(message.model_dump(mode="json")).decode()})
+    if rows:
+        conn.execute(insert(outbox), rows)
+    return len(rows)
+
+
+def snapshot(episode: Episode) -> EpisodeSnapshot:
+    """The episode as published (see :class:`schemas.episode_event.EpisodeSnapshot`)."""
+    lace = episode.lace.get("total") if episode.lace else None
+    return EpisodeSnapshot(
+        id=episode.id, member_id=episode.member_id, patient_identifier=episode.patient_identifier,
+        kind=episode.kind, status=episode.status, facility=episode.facility,
+        facility_key=episode.facility_key, visit_numbers=episode.visit_numbers,
+        patient_class=episode.patient_class or None, location=episode.location or None,
+        hospital_service=episode.hospital_service or None, admitted_at=episode.admitted_at,
+        discharged_at=episode.discharged_at, disposition=episode.disposition or None,
+        discharged_to=episode.discharged_to or None, diagnoses=episode.diagnoses,
+        coordinator_id=episode.coordinator_id or None,
+        coordinator_reason=episode.coordinator_reason or None, tier=episode.tier,
+        flags=episode.flag_names, paused=episode.paused, opted_out=episode.opted_out,
+        kind_history=episode.kind_history, lace_total=int(lace) if lace is not None else None,
+        close_reason=episode.close_reason or None)
+
+
+def _review(conn: Connection, event: AdtEvent, reason: str, candidates: list[tuple[str, float]],
+            now: datetime) -> None:
+    conn.execute(insert(match_reviews).values(
+        event_id=event.event_id, message_id=event.message_id,
+        facility=event.header.sending_facility or "", reason=reason,
+        candidates=[{"member_id": m, "score": s} for m, s in candidates], status="pending",
+        created_at=now))
+
+
+def _record(conn: Connection, event: AdtEvent, outcome: str, member_id: str | None,
+            now: datetime) -> None:
+    c = processed_events.c
+    conn.execute(processed_events.delete().where(c.event_id == event.event_id))  # a failed try
+    conn.execute(insert(processed_events).values(
+        event_id=event.event_id, message_id=event.message_id,
+        facility=event.header.sending_facility or "", outcome=outcome, member_id=member_id,
+        processed_at=now))
+
+
+def record_failure(conn: Connection, event: AdtEvent, now: datetime) -> None:
+    """An event that could not be processed: visible (outcome ``failed``), retried on replay."""
+    _record(conn, event, "failed", None, now)
+
+
+def _day(event: AdtEvent) -> datetime:
+    ev = event.event
+    occurred = ev.occurred_at if ev is not None else None
+    return occurred or event.header.message_time or event.received_at
