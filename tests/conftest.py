@@ -64,9 +64,10 @@ class Service:
     def database_url(self) -> str:
         return f"sqlite+aiosqlite:///{self.data_dir / 'transcare.db'}"
 
-    def start(self, part: str) -> None:
-        log = open(self.data_dir / f"{part}.log", "ab")  # noqa: SIM115
-        self.procs[part] = subprocess.Popen(
+    def start(self, part: str, name: str | None = None) -> None:
+        """Start ``transcare PART``; ``name`` tells a second copy apart (e.g. ``worker2``)."""
+        log = open(self.data_dir / f"{name or part}.log", "ab")  # noqa: SIM115
+        self.procs[name or part] = subprocess.Popen(
             [sys.executable, "-m", "transcare.cli", part], env=self.env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

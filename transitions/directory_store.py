@@ -131,7 +131,7 @@ def identifier_owners(conn: Connection, ids: Iterable[MemberIdentifier]) -> _Own
 
 def member_ids_by_identifier(conn: Connection,
                              ids: Iterable[MemberIdentifier]) -> dict[MemberIdentifier, str]:
-    """The member id holding each identifier (roster or merge); unknown ones are absent."""
+    """The member holding each identifier (normalised, from ``MemberIdentifier.of``)."""
     return {ident: owner for ident, (owner, _) in identifier_owners(conn, ids).items()}
 
 

@@ -32,9 +32,11 @@ def discharge(state: PatientState, ev: ClinicalEvent, target: Episode | None) ->
             target.disposition == (ev.disposition or target.disposition):
         return "duplicate"
     episode = _reattribute(state, ev, target)
+    disposition = ev.disposition or episode.disposition
     episode = state.put(replace(
         episode, status="discharged" if episode.status != "closed" else "closed",
-        discharged_at=at, disposition=ev.disposition or episode.disposition,
+        flags=tuple(f for f in episode.flags if f.name != "left_ama" or disposition == LEFT_AMA),
+        discharged_at=at, disposition=disposition,
         discharged_to=ev.discharged_to or episode.discharged_to,
         diagnoses=_union(episode.diagnoses, ev.diagnoses), last_event_at=ev.occurred_at))
     episode = state.put(replace(episode, lace=discharge_lace(state, episode)))
@@ -148,7 +150,7 @@ def cancel_admit(state: PatientState, ev: ClinicalEvent, target: Episode | None)
         return _cancelled_placeholder(state, ev)
     if target.status == "cancelled":
         return "duplicate"
-    if target.kind_history and ev.visit_number and ev.visit_number != target.visit_numbers[0]:
+    if target.kind_history and ev.visit_number and ev.visit_number in target.visit_numbers[1:]:
         episode = state.put(replace(target, kind=target.kind_history[-1],
                                     kind_history=target.kind_history[:-1]))
         state.emit("EpisodeUpdated", episode, ev.occurred_at, "admission cancelled; visit goes on",
@@ -164,6 +166,8 @@ def cancel_admit(state: PatientState, ev: ClinicalEvent, target: Episode | None)
 def _cancelled_placeholder(state: PatientState, ev: ClinicalEvent) -> Outcome:
     if not ev.visit_number:
         return "ignored"
+    if ev.kind is None and not ev.patient_class:
+        ev = replace(ev, kind="inpatient")  # A11 without PV1-2: the late admission sets the kind
     episode = open_episode(state, ev, "cancel")
     if episode is None:
         return "ignored"
@@ -176,9 +180,10 @@ def _cancelled_placeholder(state: PatientState, ev: ClinicalEvent) -> Outcome:
 
 
 def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
-    """A12: back to the location before the transfer (PV1-3 of the A12, else the history)."""
-    if target is None or not target.is_active or not (target.location_history or ev.location):
-        return "ignored"
+    """A12: back to the location before the last recorded transfer (PV1-3 of the A12, else the
+    history); ignored when no transfer is on record."""
+    if target is None or not target.is_active or not target.location_history:
+        return "ignored"  # no transfer on record to cancel
     back = ev.location or target.location_history[-1]
     history = target.location_history[:-1] if target.location_history else ()
     if back == target.location:

@@ -43,7 +43,8 @@ def apply(state: PatientState, ev: ClinicalEvent) -> Outcome:
     before = len(state.changes)
     outcome = _HANDLERS.get(ev.action, _ignore)(state, ev, target)
     if ev.died:
-        expire(state, ev, state.episodes.get(target.id) if target else None)
+        # the episode as the handler left it, or the one it opened (an A03 for an unseen visit)
+        expire(state, ev, state.episodes.get(target.id) if target else find_target(state, ev))
     if outcome != "applied" and len(state.changes) > before:
         return "applied"
     return outcome
@@ -51,8 +52,9 @@ def apply(state: PatientState, ev: ClinicalEvent) -> Outcome:
 
 def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
     """The episode an event is about: by visit key (MSH-4 plus PV1-19); without a visit
-    number, the member's latest episode at the same sending facility (open ones first); with
-    an unknown visit number, an open episode at that facility that has no visit number yet."""
+    number, the member's latest episode at the same sending facility (open ones first; for an
+    admission, not one discharged before it); with an unknown visit number, an open episode at
+    that facility that has no visit number yet."""
     if ev.visit_number:
         found = state.visits.get((ev.facility_key, ev.visit_number))
         if found is not None and found in state.episodes:
@@ -60,6 +62,10 @@ def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
     here = [e for e in state.own_episodes() if e.facility_key == ev.facility_key]
     if ev.visit_number:
         here = [e for e in here if not e.visit_numbers and e.is_active]
+    elif ev.action == "open":
+        # a registration after the last visit there ended is a new visit, not a resend
+        here = [e for e in here
+                if e.is_active or e.discharged_at is None or ev.occurred_at <= e.discharged_at]
     if not here:
         return None
     return max(here, key=lambda e: (e.is_active, e.admitted_at is not None,

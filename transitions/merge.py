@@ -20,14 +20,18 @@ from transitions.state import Outcome, PatientState
 
 def merge(state: PatientState, ev: ClinicalEvent) -> Outcome:
     prior = {str(i) for i in ev.prior_identifiers}
-    state.learned.extend(i for i in ev.prior_identifiers if i not in state.learned)
+    known = {*state.learned, *state.member.identifiers}
+    new = [i for i in dict.fromkeys(ev.prior_identifiers) if i not in known]
+    state.learned.extend(new)
     movers = sorted((e for e in state.episodes.values()
                      if not e.merged_into and e.counts
                      and (e.member_id in state.prior_members or e.patient_identifier in prior)),
                     key=lambda e: (_t(e.admitted_at), e.id))
     for moving in movers:
         _move(state, ev, moving)
-    return "applied" if movers or state.learned else "ignored"
+    if movers or new:
+        return "applied"
+    return "duplicate" if ev.prior_identifiers else "ignored"  # a replayed merge finds nothing left
 
 
 def _move(state: PatientState, ev: ClinicalEvent, moving: Episode) -> None:
@@ -49,10 +53,11 @@ def _move(state: PatientState, ev: ClinicalEvent, moving: Episode) -> None:
         diagnoses=tuple(dict.fromkeys(keep.diagnoses + fold.diagnoses))))
     state.put(replace(fold, status="cancelled", merged_into=kept.id, member_id=kept.member_id,
                       close_reason=f"merged into {kept.id}"))
-    for key, owner in list(state.visits.items()):
-        if owner == fold.id:
-            state.visits[key] = kept.id
-            state.new_visits[key] = kept.id
+    keys = {key for key, owner in state.visits.items() if owner == fold.id}
+    keys.update((fold.facility_key, number) for number in fold.visit_numbers)
+    for key in sorted(keys):
+        state.visits[key] = kept.id
+        state.new_visits[key] = kept.id
     state.moved_timelines[fold.id] = kept.id
     state.emit("EpisodesMerged", kept, ev.occurred_at, "duplicate stay combined after merge",
                from_member_id=from_member, to_member_id=kept.member_id, merged_episode_id=fold.id,

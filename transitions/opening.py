@@ -9,17 +9,22 @@ from dataclasses import replace
 from transitions.attribution import responsible_coordinator
 from transitions.clinical import ClinicalEvent
 from transitions.episode import Episode, episode_id
-from transitions.flags import history_flags
+from transitions.flags import discharge_lace, history_flags
 from transitions.state import Outcome, PatientState
 
 
 def open_episode(state: PatientState, ev: ClinicalEvent, via: str) -> Episode | None:
-    """Open a new episode for ``ev`` (kind from its class), attributed and flagged."""
+    """Open a new episode for ``ev`` (kind from its class), attributed and flagged.
+
+    Opened from a discharge (``via`` "discharge") the admission time is PV1-44 or unknown,
+    never the discharge time; a cancelled placeholder (``via`` "cancel") earns no flags.
+    """
     if ev.kind is None:
         return None
     member = state.member
-    attribution = responsible_coordinator(member, state.staff, state.caseload, ev.occurred_at.date())
-    admitted = ev.admitted_at or ev.occurred_at
+    admitted = ev.admitted_at or (None if via == "discharge" else ev.occurred_at)
+    at = admitted or ev.occurred_at
+    attribution = responsible_coordinator(member, state.staff, state.caseload, at.date())
     episode = state.put(Episode(
         id=episode_id(ev.facility_key, ev.visit_number, member.member_id, ev.event_id),
         member_id=member.member_id, patient_identifier=ev.patient_identifier,
@@ -31,12 +36,12 @@ def open_episode(state: PatientState, ev: ClinicalEvent, via: str) -> Episode | 
         tier=member.effective_tier, opted_out=member.opted_out, last_event_at=ev.occurred_at,
     ))
     state.index_visit(ev.facility_key, ev.visit_number, episode.id)
-    state.emit("EpisodeOpened", episode, admitted, f"{episode.kind} episode opened ({ev.trigger})",
+    state.emit("EpisodeOpened", episode, at, f"{episode.kind} episode opened ({ev.trigger})",
                kind=episode.kind, trigger=ev.trigger, via=via, facility=episode.facility)
-    state.emit("CoordinatorAssigned", episode, admitted,
+    state.emit("CoordinatorAssigned", episode, at,
                f"coordinator assigned ({attribution.reason})", coordinator_id=attribution.staff_id,
                reason=attribution.reason, why=attribution.detail)
-    return history_flags(state, episode)
+    return episode if via == "cancel" else history_flags(state, episode)
 
 
 def admit(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
@@ -82,21 +87,39 @@ def _admit_existing(state: PatientState, ev: ClinicalEvent, episode: Episode) ->
     """An admission for a visit already known: a resend, a late message, an upgrade of class,
     or a new admission after the visit was cancelled."""
     if episode.status == "cancelled":
-        if episode.cancelled_at is not None and ev.recorded_at <= episode.cancelled_at:
-            return "duplicate"  # the admission the A11 cancelled, arriving late
-        episode = state.put(replace(episode, status="open", cancelled_at=None, close_reason=""))
-        state.emit("EpisodeReopened", episode, ev.occurred_at, "visit admitted again after cancel",
-                   reason="admitted after cancel", readmission=False, trigger=ev.trigger)
-        return "applied"
+        late = episode.cancelled_at is not None and ev.recorded_at <= episode.cancelled_at
+        if late or episode.merged_into:
+            return "duplicate"  # the admission the A11 cancelled, arriving late (or merged away)
+        return _readmit_cancelled(state, ev, episode)
     if ev.kind is not None and ev.kind != episode.kind and episode.is_active and \
             _convertible_kind(episode.kind, ev.kind):
         return _convert(state, ev, episode)
-    if episode.admitted_at is None and ev.admitted_at is not None:
-        episode = state.put(replace(episode, admitted_at=ev.admitted_at))
+    admitted = ev.admitted_at or ev.occurred_at
+    if episode.admitted_at is None and (episode.discharged_at is None or admitted <= episode.discharged_at):
+        # a discharge that arrived first (no PV1-44): the late admission tells when it began
+        episode = state.put(replace(episode, admitted_at=admitted))
+        episode = state.put(replace(episode, lace=discharge_lace(state, episode)))
         state.emit("EpisodeUpdated", episode, ev.occurred_at, "admission time learned late",
                    fields=["admitted_at"], trigger=ev.trigger)
+        history_flags(state, episode)
         return "applied"
     return "duplicate"
+
+
+def _readmit_cancelled(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcome:
+    """An admission recorded after the A11: the visit is real again, as this admission says
+    (a placeholder left by an early A11 knows only what the A11 carried)."""
+    assert ev.kind is not None
+    episode = state.put(replace(
+        episode, status="open", cancelled_at=None, close_reason="", kind=ev.kind,
+        patient_class=ev.patient_class, location=ev.location or episode.location,
+        hospital_service=ev.hospital_service or episode.hospital_service,
+        admission_type=ev.admission_type or episode.admission_type,
+        admitted_at=ev.admitted_at or ev.occurred_at, last_event_at=ev.occurred_at))
+    state.emit("EpisodeReopened", episode, ev.occurred_at, "visit admitted again after cancel",
+               reason="admitted after cancel", readmission=False, trigger=ev.trigger)
+    history_flags(state, episode)
+    return "applied"
 
 
 def _convertible_kind(old: str, new: str) -> bool:

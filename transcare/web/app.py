@@ -18,6 +18,7 @@ from transcare.db.database import Database, open_database, ping
 from transcare.settings import Settings
 from transcare.web.dashboard import render_dashboard
 from transcare.web.directory_api import directory_router
+from transcare.web.episodes_api import episodes_router
 from transcare.web.metrics_view import render_metrics
 
 Status = Literal["accepted", "processed", "deadlettered", "rejected"]
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="transcare", version=__version__, lifespan=lifespan,
                   description="Transitional-care service: ADT ingest, episodes, follow-up.")
     app.include_router(directory_router(db))
+    app.include_router(episodes_router(db))
 
     @app.get("/api/messages", response_model=list[MessageOut], tags=["messages"])
     async def list_messages(

@@ -1,0 +1,165 @@
+"""``GET /api/episodes``, ``GET /api/episodes/{id}``, ``GET /api/match-reviews``.
+
+Episodes carry PHI (identifiers, clinical times): every view is written to the audit log
+(``audit.phi_view``: the endpoint, the episode or member ids returned, never their content).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection
+
+from transcare.db.database import Database
+from transitions.episode import Episode
+from transitions.episode_queries import find_episodes, find_reviews, get_episode, member_identifiers, timeline
+
+audit = structlog.get_logger("audit")
+Kind = Literal["ed", "inpatient", "observation", "post_acute"]
+Status = Literal["open", "discharged", "closed", "cancelled"]
+FlagName = Literal["readmission_30d", "frequent_ed", "stale", "left_ama", "expired"]
+
+
+class PatientOut(BaseModel):
+    program_id: str  # the roster member id
+    identifiers: list[str]  # VALUE@AUTHORITY, every one the roster knows
+    identifier_at_facility: str  # the PID-3 the facility sent
+
+
+class CoordinatorOut(BaseModel):
+    id: str | None
+    reason: str | None  # roster | backup | caseload_balance | unassigned
+
+
+class FlagOut(BaseModel):
+    name: str
+    raised_at: datetime
+    detail: dict[str, Any]
+
+
+class EpisodeOut(BaseModel):
+    id: str
+    patient: PatientOut
+    kind: Kind
+    status: Status
+    facility: str
+    sending_facility: str
+    visit_numbers: list[str]
+    location: str | None
+    admitted_at: datetime | None
+    discharged_at: datetime | None
+    disposition: str | None  # PV1-36
+    discharged_to: str | None
+    coordinator: CoordinatorOut
+    tier: str
+    flags: list[str]
+    paused: bool
+    opted_out: bool
+    close_reason: str | None
+    lace: dict[str, Any] | None
+
+
+class TimelineLine(BaseModel):
+    at: datetime | None  # the clinical time
+    type: str
+    summary: str
+    source_id: str
+    detail: dict[str, Any]
+
+
+class EpisodeDetailOut(EpisodeOut):
+    flag_details: list[FlagOut]
+    diagnoses: list[str]
+    kind_history: list[str]
+    timeline: list[TimelineLine]
+    tasks: list[dict[str, Any]]  # follow-up tasks (filled by the follow-up stage)
+
+
+class ReviewOut(BaseModel):
+    id: int
+    event_id: str
+    message_id: int
+    facility: str
+    reason: str
+    candidates: list[dict[str, Any]]  # member_id and score
+    status: str
+    created_at: datetime
+
+
+def _out(e: Episode, ids: dict[str, list[str]]) -> dict[str, Any]:
+    return dict(
+        id=e.id, kind=e.kind, status=e.status, facility=e.facility, sending_facility=e.facility_key,
+        patient=PatientOut(program_id=e.member_id, identifiers=ids.get(e.member_id, []),
+                           identifier_at_facility=e.patient_identifier),
+        visit_numbers=list(e.visit_numbers), location=e.location or None, admitted_at=e.admitted_at,
+        discharged_at=e.discharged_at, disposition=e.disposition or None,
+        discharged_to=e.discharged_to or None, tier=e.tier, flags=list(e.flag_names),
+        coordinator=CoordinatorOut(id=e.coordinator_id or None, reason=e.coordinator_reason or None),
+        paused=e.paused, opted_out=e.opted_out, close_reason=e.close_reason or None,
+        lace=dict(e.lace) if e.lace else None)
+
+
+def episodes_router(db: Database) -> APIRouter:
+    router = APIRouter(tags=["episodes"])
+
+    @router.get("/api/episodes", response_model=list[EpisodeOut])
+    async def list_episodes(
+        request: Request, patient_id: str | None = None, status: Status | None = None,
+        facility: str | None = None, flag: FlagName | None = None, kind: Kind | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[EpisodeOut]:
+        """Episodes, newest admission first. ``patient_id`` is the program (roster) member id;
+        ``facility`` matches PV1-3.4 or the sending facility (MSH-4)."""
+        def read(conn: Connection) -> list[EpisodeOut]:
+            found = find_episodes(conn, member_id=patient_id, status=status, facility=facility,
+                                  flag=flag, kind=kind, limit=limit, offset=offset)
+            ids = member_identifiers(conn, sorted({e.member_id for e in found}))
+            return [EpisodeOut(**_out(e, ids)) for e in found]
+
+        result = await db.run(read)
+        audit.info("audit.phi_view", endpoint="/api/episodes", client=_client(request),
+                   episode_ids=[e.id for e in result])
+        return result
+
+    @router.get("/api/episodes/{episode_id}", response_model=EpisodeDetailOut,
+                responses={404: {"description": "no such episode"}})
+    async def show_episode(episode_id: str, request: Request) -> EpisodeDetailOut:
+        """One episode with its flags, diagnoses, timeline (clinical time order of recording)
+        and its follow-up tasks."""
+        def read(conn: Connection) -> EpisodeDetailOut | None:
+            e = get_episode(conn, episode_id)
+            if e is None:
+                return None
+            lines = [TimelineLine(at=r["occurred_at"], type=r["type"], summary=r["summary"],
+                                  source_id=r["source_id"], detail=r["detail"] or {})
+                     for r in timeline(conn, episode_id)]
+            return EpisodeDetailOut(
+                **_out(e, member_identifiers(conn, [e.member_id])), diagnoses=list(e.diagnoses),
+                kind_history=list(e.kind_history), timeline=lines, tasks=[],
+                flag_details=[FlagOut(name=f.name, raised_at=f.raised_at, detail=dict(f.detail))
+                              for f in e.flags])
+
+        found = await db.run(read)
+        if found is None:
+            raise HTTPException(404, f"no episode {episode_id}")
+        audit.info("audit.phi_view", endpoint="/api/episodes/{id}", client=_client(request),
+                   episode_ids=[found.id])
+        return found
+
+    @router.get("/api/match-reviews", response_model=list[ReviewOut], tags=["matching"])
+    async def list_reviews(status: Literal["pending", "resolved"] | None = "pending",
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[ReviewOut]:
+        """ADT events whose patient could not be matched with confidence: the candidates with
+        their scores (docs/matching.md). Nothing is guessed; an analyst decides."""
+        return [ReviewOut(**r) for r in await db.run(lambda c: find_reviews(c, status, limit))]
+
+    return router
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
