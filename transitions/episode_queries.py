@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, RowMapping
 
-from transcare.db.tables import episode_flags, episode_timeline, episodes, match_reviews, members
+from transcare.db.tables import episode_flags, episode_timeline, episodes, match_reviews, members, outbox
 from transitions.directory_store import load_members
 from transitions.episode import Episode
 from transitions.episode_store import episode_from_row, load_flags
@@ -74,3 +74,13 @@ def count_open(conn: Connection) -> dict[str, int]:
 
 def enrolled_count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(members)).scalar_one())
+
+
+def stream_stats(conn: Connection) -> dict[str, Any]:
+    """What the ops page and /metrics show about transitions (counts only, no PHI)."""
+    c = match_reviews.c
+    pending = conn.execute(select(func.count()).where(c.status == "pending")).scalar_one()
+    unpublished = conn.execute(select(func.count()).select_from(outbox)
+                               .where(outbox.c.published_at.is_(None))).scalar_one()
+    return {"open_episodes": count_open(conn), "reviews_pending": int(pending),
+            "outbox_backlog": int(unpublished), "enrolled": enrolled_count(conn)}

@@ -20,6 +20,7 @@ from transcare.web.dashboard import render_dashboard
 from transcare.web.directory_api import directory_router
 from transcare.web.episodes_api import episodes_router
 from transcare.web.metrics_view import render_metrics
+from transitions.episode_queries import stream_stats
 
 Status = Literal["accepted", "processed", "deadlettered", "rejected"]
 
@@ -104,7 +105,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
     async def metrics() -> PlainTextResponse:
         """Prometheus text format: every process's metrics plus store-derived gauges."""
-        body, content_type = render_metrics(await store.backlog(), await store.count_by_status())
+        body, content_type = render_metrics(await store.backlog(), await store.count_by_status(),
+                                            await db.run(stream_stats))
         return PlainTextResponse(body, media_type=content_type)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -112,7 +114,8 @@ def create_app(settings: Settings) -> FastAPI:
         counts = await store.count_by_status()
         recent = await store.find(limit=15, status="rejected")
         dead = await store.find(limit=15, status="deadlettered")
-        return HTMLResponse(render_dashboard(counts, await store.backlog(), recent + dead))
+        return HTMLResponse(render_dashboard(counts, await store.backlog(), recent + dead,
+                                             await db.run(stream_stats)))
 
     return app
 

@@ -1,4 +1,5 @@
-"""The ops page at ``/``: message counts, relay backlog and the latest rejects and dead letters.
+"""The ops page at ``/``: message counts, relay backlog, open episodes, match reviews and the
+latest rejects and dead letters.
 
 Metadata only (facility, control id, type, reason): no PHI. It refreshes itself every 5 s.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from html import escape
+from typing import Any
 
 from adt_listener.store import StoredMessage
 
@@ -40,8 +42,24 @@ def _row(m: StoredMessage) -> str:
     return "<tr>" + "".join(f"<td>{escape(_printable(c))}</td>" for c in cells) + "</tr>"
 
 
+def _episode_cards(stats: dict[str, Any] | None) -> str:
+    if stats is None:
+        return ""
+    opened = stats["open_episodes"]
+    cards = "".join([
+        _card("open ED visits", opened.get("ed", 0)),
+        _card("open inpatient stays", opened.get("inpatient", 0)),
+        _card("open observation stays", opened.get("observation", 0)),
+        _card("open post-acute stays", opened.get("post_acute", 0)),
+        _card("match reviews pending", stats["reviews_pending"], bad=True),
+        _card("episode events unpublished", stats["outbox_backlog"], bad=stats["outbox_backlog"] > 1000),
+        _card("members enrolled", stats["enrolled"]),
+    ])
+    return f'<h2>Transition episodes</h2><div class="cards">{cards}</div>'
+
+
 def render_dashboard(counts: dict[str, int], backlog: int,
-                     problems: Sequence[StoredMessage]) -> str:
+                     problems: Sequence[StoredMessage], stats: dict[str, Any] | None = None) -> str:
     cards = "".join([
         _card("processed", counts.get("processed", 0)),
         _card("accepted, in flight", counts.get("accepted", 0)),
@@ -54,8 +72,10 @@ def render_dashboard(counts: dict[str, int], backlog: int,
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="5"><title>transcare ops</title><style>{_STYLE}</style></head>
 <body><h1>transcare &middot; ADT stream</h1><div class="cards">{cards}</div>
+{_episode_cards(stats)}
 <h2>Latest rejects and dead letters</h2>
 <table><tr><th>id</th><th>received (UTC)</th><th>facility</th><th>control id</th><th>type</th>
 <th>ACK</th><th>status</th><th>reason</th></tr>{rows}</table>
 <p><a href="/metrics">Prometheus metrics</a> &middot; <a href="/api/messages">messages API</a>
+&middot; <a href="/api/episodes">episodes API</a> &middot; <a href="/api/match-reviews">match reviews</a>
 &middot; <a href="/docs">API docs</a> &middot; <a href="/readyz">readiness</a></p></body></html>"""

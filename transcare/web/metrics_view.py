@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -16,8 +17,10 @@ def _registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def render_metrics(backlog: int, by_status: dict[str, int]) -> tuple[str, str]:
-    """The exposition text and its content type."""
+def render_metrics(backlog: int, by_status: dict[str, int],
+                   stats: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The exposition text and its content type; ``stats`` from
+    :func:`transitions.episode_queries.stream_stats`."""
     lines = [
         "# HELP transcare_relay_backlog Stored accepted messages not yet published to Kafka",
         "# TYPE transcare_relay_backlog gauge",
@@ -26,5 +29,22 @@ def render_metrics(backlog: int, by_status: dict[str, int]) -> tuple[str, str]:
         "# TYPE transcare_messages_stored gauge",
     ]
     lines += [f'transcare_messages_stored{{status="{s}"}} {n}' for s, n in sorted(by_status.items())]
+    if stats is not None:
+        lines += _episode_lines(stats)
     body = generate_latest(_registry()).decode("utf-8") + "\n".join(lines) + "\n"
     return body, CONTENT_TYPE_LATEST
+
+
+def _episode_lines(stats: dict[str, Any]) -> list[str]:
+    lines = ["# HELP transcare_episodes_open Open episodes by kind",
+             "# TYPE transcare_episodes_open gauge"]
+    opened = stats["open_episodes"]
+    lines += [f'transcare_episodes_open{{kind="{k}"}} {opened.get(k, 0)}'
+              for k in ("ed", "inpatient", "observation", "post_acute")]
+    for name, key, text in (
+        ("transcare_match_reviews_pending", "reviews_pending", "ADT events waiting for match review"),
+        ("transcare_outbox_backlog", "outbox_backlog", "Outbox rows not yet published to Kafka"),
+        ("transcare_roster_members", "enrolled", "Members on the enrollment roster"),
+    ):
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {stats[key]}"]
+    return lines

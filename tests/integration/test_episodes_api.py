@@ -1,0 +1,102 @@
+"""The episodes HTTP surface: /api/episodes with its filters, one episode with its timeline,
+/api/match-reviews, and the episode figures on /metrics and the ops page. Real app, real
+migrated SQLite database, filled by the real processor."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.adt_builders import T0, adt
+from transcare.db.database import open_database
+from transcare.db.migrate import upgrade
+from transcare.settings import Settings
+from transcare.web.app import create_app
+from transitions.directory_store import SqlAlchemyDirectory
+from transitions.model import Member, MemberIdentifier, StaffMember
+from transitions.processor import Config, process_batch
+
+EVENTS = [
+    adt("A04", "e1", visit="V1", at=T0),  # M1: ED visit, then discharged home
+    adt("A03", "e2", visit="V1", at=T0 + timedelta(hours=6), disposition="01"),
+    adt("A01", "e3", visit="V2", patient_class="I", at=T0 + timedelta(days=5)),  # not a readmission: the index was an ED visit
+    adt("A04", "e4", mrn="2002", visit="W1", facility="STMARYS", authority="STMARYS",
+        family="ROE", given="RICHARD", birth_date=dt.date(1950, 5, 5), sex="M",
+        phone="5559990000", zip_code="99999", at=T0 + timedelta(days=1)),
+    adt("A04", "e5", mrn="X9", authority="OTHER", facility="STMARYS", family="SMITH",
+        given="ANN", birth_date=dt.date(1970, 7, 7), phone=None, zip_code=None),  # review
+]
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    url = f"sqlite:///{tmp_path / 'transcare.db'}"
+    await asyncio.to_thread(upgrade, url)
+    db = open_database(url)
+    directory = SqlAlchemyDirectory(db)
+    await directory.upsert_members([
+        Member("M1", "DOE", "JANE", dt.date(1960, 1, 2), "F", "5551234567", "12345",
+               (MemberIdentifier("1001", "GENHOSP"),), "low", "C1"),
+        Member("M2", "ROE", "RICHARD", dt.date(1950, 5, 5), "M", "5559990000", "99999",
+               (MemberIdentifier("2002", "STMARYS"),), "high", "C1", opted_out=True),
+        Member("M3", "SMITH", "ANN", dt.date(1970, 7, 7), "F", "", "", (), "low", "C1"),
+        Member("M4", "SMITH", "ANN", dt.date(1970, 7, 7), "F", "", "", (), "low", "C1"),
+    ])
+    await directory.upsert_staff([StaffMember("C1", "Coord", "care_coordinator", "north")])
+    await db.write(lambda c: process_batch(c, EVENTS, Config(), T0 + timedelta(days=6)))
+    await db.dispose()
+    app = create_app(Settings(data_dir=tmp_path, database_url=url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+async def test_episodes_list_with_every_filter(client: httpx.AsyncClient) -> None:
+    everything = (await client.get("/api/episodes")).json()
+    assert len(everything) == 3
+    first = everything[-1]
+    assert first["patient"] == {"program_id": "M1", "identifiers": ["1001@GENHOSP"],
+                                "identifier_at_facility": "1001@GENHOSP"}
+    assert (first["kind"], first["status"], first["disposition"]) == ("ed", "discharged", "01")
+    assert first["coordinator"] == {"id": "C1", "reason": "roster"}
+    by_patient = (await client.get("/api/episodes", params={"patient_id": "M2"})).json()
+    assert [e["facility"] for e in by_patient] == ["STMARYS"] and by_patient[0]["opted_out"]
+    assert len((await client.get("/api/episodes", params={"status": "open"})).json()) == 2
+    assert len((await client.get("/api/episodes", params={"facility": "GENHOSP"})).json()) == 2
+    assert (await client.get("/api/episodes", params={"flag": "frequent_ed"})).json() == []
+    assert (await client.get("/api/episodes", params={"status": "bogus"})).status_code == 422
+
+
+async def test_one_episode_with_its_timeline(client: httpx.AsyncClient) -> None:
+    (ed,) = (await client.get("/api/episodes", params={"patient_id": "M1",
+                                                        "kind": "ed"})).json()
+    detail = (await client.get(f"/api/episodes/{ed['id']}")).json()
+    assert [line["type"] for line in detail["timeline"]] == [
+        "EpisodeOpened", "CoordinatorAssigned", "PatientDischarged"]
+    assert detail["timeline"][0]["source_id"] == "GENHOSP|e1"
+    assert detail["tasks"] == [] and detail["visit_numbers"] == ["V1"]
+    missing = await client.get("/api/episodes/ep-nope")
+    assert missing.status_code == 404 and "ep-nope" in missing.json()["detail"]
+
+
+async def test_match_reviews_list_the_ambiguous_event(client: httpx.AsyncClient) -> None:
+    (review,) = (await client.get("/api/match-reviews")).json()
+    assert review["event_id"] == "STMARYS|e5" and review["status"] == "pending"
+    assert sorted(c["member_id"] for c in review["candidates"]) == ["M3", "M4"]
+
+
+async def test_metrics_and_ops_page_show_episode_figures(client: httpx.AsyncClient) -> None:
+    text = (await client.get("/metrics")).text
+    assert 'transcare_episodes_open{kind="inpatient"} 1' in text
+    assert 'transcare_episodes_open{kind="ed"} 1' in text
+    assert "transcare_match_reviews_pending 1" in text
+    assert "transcare_roster_members 4" in text
+    page = (await client.get("/")).text
+    assert "open ED visits" in page and "match reviews pending" in page

@@ -1,0 +1,446 @@
+"""The episode machine on messy feeds: messages out of order, resends and corrections, early
+cancels; the history flags (readmission, frequent ED, stale), LACE at discharge, attribution at
+admission and discharge, patient merges; and a property test over random sequences."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.episode_builders import (
+    C1,
+    C2,
+    HOSP,
+    MEMBER,
+    OTHER,
+    S1,
+    T0,
+    Run,
+    adt,
+    days,
+    hours,
+    new_state,
+    run,
+)
+from transitions.clinical import ClinicalEvent
+from transitions.episode import Episode
+from transitions.flags import stale_flag
+from transitions.machine import apply
+from transitions.model import Member, MemberIdentifier
+from transitions.state import PatientState, Rules
+
+# --- out of order, resends, corrections ---------------------------------------------------------
+
+
+def test_discharge_before_admission_then_the_late_admission() -> None:
+    discharged = T0 + days(3)
+    result = run(adt("A03", "V1", admitted=None, at=discharged, disposition="01"))
+    assert (result.only.status, result.only.discharged_at, result.only.admitted_at) == (
+        "discharged", discharged, None)
+    assert result.last_types == ["EpisodeOpened", "CoordinatorAssigned", "PatientDischarged"]
+    assert result.only.lace is None  # no length of stay without PV1-44
+
+    result.feed(adt("A01", "V1", admitted=T0, at=discharged + hours(1)))
+    ep = result.only
+    assert (ep.status, ep.admitted_at, ep.discharged_at, ep.disposition) == ("discharged", T0, discharged, "01")
+    assert (result.last_outcome, result.last_types) == ("applied", ["EpisodeUpdated"])
+    assert ep.lace is not None and ep.lace["length_of_stay_days"] == 3
+    result.feed(adt("A01", "V1", admitted=T0, at=discharged + hours(2)))
+    assert (result.last_outcome, len(result.episodes(all_=True))) == ("duplicate", 1)
+
+
+def test_discharge_with_pv1_44_before_admission_then_the_late_admission_is_a_duplicate() -> None:
+    result = run(adt("A03", "V1", admitted=T0, at=T0 + days(3)), adt("A01", "V1", at=T0 + days(3) + hours(1)))
+    assert (result.last_outcome, result.only.status, result.only.admitted_at) == ("duplicate", "discharged", T0)
+
+
+def test_resent_discharge_is_a_duplicate() -> None:
+    a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
+    result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
+                 adt("A03", control_id="D2", **a03))  # type: ignore[arg-type]
+    assert (result.last_outcome, result.emitted[-1]) == ("duplicate", [])
+
+
+def test_corrected_discharge_time() -> None:
+    result = run(adt("A01"), adt("A03", at=T0 + days(2), disposition="01"),
+                 adt("A03", discharged=T0 + days(2) - hours(6), at=T0 + days(2) + hours(3), disposition="01"))
+    change = result.emitted[-1][0]
+    assert (change.type, change.detail["corrected"], result.only.discharged_at) == (
+        "PatientDischarged", True, T0 + days(2) - hours(6))
+
+
+def test_corrected_discharge_disposition_takes_back_left_ama() -> None:
+    result = run(adt("A01"), adt("A03", at=T0 + days(2), disposition="07"),
+                 adt("A03", at=T0 + days(2), disposition="01"))
+    assert (result.only.disposition, result.only.flag_names) == ("01", ())
+
+
+def test_resent_death_is_a_duplicate() -> None:
+    result = run(adt("A01"), adt("A03", at=T0 + days(1), disposition="20"),
+                 adt("A03", at=T0 + days(1), disposition="20"))
+    assert (result.last_outcome, result.emitted[-1], result.only.status) == ("duplicate", [], "closed")
+
+
+@pytest.mark.parametrize("a11_class", ["I", None], ids=["A11 with PV1-2", "A11 without PV1-2"])
+def test_cancel_before_its_admission(a11_class: str | None) -> None:
+    result = run(adt("A11", "V1", cls=a11_class, occurred=T0, at=T0 + hours(1)))
+    assert (result.only.status, result.last_types) == ("cancelled", ["EpisodeCancelled"])
+    assert result.state.visits == {(HOSP, "V1"): result.only.id}
+
+    result.feed(adt("A01", "V1", cls="I", at=T0))  # the admission the A11 cancelled, late
+    assert (result.last_outcome, result.only.status, result.last_types) == ("duplicate", "cancelled", [])
+
+    result.feed(adt("A01", "V1", cls="E", location="ED^3", at=T0 + hours(2)))  # admitted again
+    ep = result.only
+    assert (result.last_outcome, result.last_types) == ("applied", ["EpisodeReopened"])
+    assert (ep.status, ep.kind, ep.location, ep.admitted_at) == ("open", "ed", "ED^3", T0 + hours(2))
+
+
+def test_cancel_before_admission_raises_no_flags() -> None:
+    result = run(adt("A01", "V1", at=T0), adt("A03", "V1", at=T0 + days(2)),
+                 adt("A11", "V2", occurred=T0 + days(5), at=T0 + days(5)))
+    assert (result.state.member.raised_tier, result.state.raised_tier) == (None, None)
+    assert [e.flags for e in result.episodes(all_=True)] == [(), ()]
+
+
+def test_cancel_of_an_ed_visit_that_became_a_stay_without_visit_numbers_does_not_raise() -> None:
+    result = run(adt("A04", None, cls="E"), adt("A01", None, cls="I", at=T0 + hours(3)),
+                 adt("A11", "V7", at=T0 + hours(4)))
+    assert result.only.status == "cancelled"
+
+
+def test_cancel_discharge_reopens_a_death_and_drops_the_flag() -> None:
+    result = run(adt("A01"), adt("A03", at=T0 + days(1), disposition="20"), adt("A13", at=T0 + days(1)))
+    assert (result.only.status, result.only.flags, result.only.close_reason) == ("open", (), "")
+
+
+def test_cancel_discharge_for_an_unknown_visit_is_ignored() -> None:
+    assert run(adt("A13", "V9")).last_outcome == "ignored"
+
+
+# --- readmission within 30 days -----------------------------------------------------------------
+
+
+def _stay(visit: str, admitted: datetime, los: float = 3, cls: str = "I") -> tuple[ClinicalEvent, ...]:
+    return (adt("A01", visit, cls=cls, at=admitted), adt("A03", visit, cls=cls, at=admitted + days(los)))
+
+
+def test_readmission_within_30_days() -> None:
+    result = run(*_stay("V1", T0), adt("A01", "V2", at=T0 + days(13)))
+    index, readmitted = result.episodes()
+    flag = readmitted.flags[0]
+    assert (flag.name, flag.detail["index_episode_id"], flag.detail["days_since_discharge"]) == (
+        "readmission_30d", index.id, 10)
+    assert flag.detail["notify"] == ["supervisor"]
+    assert (readmitted.tier, result.state.member.raised_tier, result.state.raised_tier) == ("high",) * 3
+    assert result.last_types == ["EpisodeOpened", "CoordinatorAssigned", "FlagRaised"]
+    assert index.flags == ()
+
+
+@pytest.mark.parametrize(
+    ("earlier", "then", "flagged"),
+    [
+        pytest.param(_stay("V1", T0), adt("A01", "V2", at=T0 + days(43)), False, id="40 days later"),
+        pytest.param(_stay("V1", T0), adt("A01", "V2", at=T0 + days(33)), True, id="exactly 30 days"),
+        pytest.param(_stay("V1", T0, cls="V"), adt("A01", "V2", at=T0 + days(10)), True,
+                     id="after observation"),
+        pytest.param(_stay("V1", T0), adt("A01", "V2", cls="V", at=T0 + days(10)), True,
+                     id="into observation"),
+        pytest.param(_stay("V1", T0, los=0.2, cls="E"), adt("A01", "V2", at=T0 + days(10)), False,
+                     id="ED visit is no index"),
+        pytest.param(_stay("V1", T0), adt("A04", "V2", cls="E", at=T0 + days(10)), False,
+                     id="ED visit is no readmission"),
+        pytest.param((adt("A01", "V1", at=T0), adt("A11", "V1", at=T0 + hours(2))),
+                     adt("A01", "V2", at=T0 + days(10)), False, id="cancelled stay is no index"),
+    ],
+)
+def test_readmission_rule(earlier: tuple[ClinicalEvent, ...], then: ClinicalEvent, flagged: bool) -> None:
+    result = run(*earlier, then)
+    assert any(e.has_flag("readmission_30d") for e in result.episodes()) is flagged
+    assert result.state.member.effective_tier == ("high" if flagged else "low")
+
+
+def test_ed_visit_admitted_within_30_days_of_a_discharge_is_a_readmission() -> None:
+    result = run(*_stay("V1", T0), adt("A04", "V2", cls="E", at=T0 + days(8)),
+                 adt("A01", "V3", at=T0 + days(8) + hours(4)))
+    assert result.episodes()[-1].flag_names == ("readmission_30d",)
+    assert result.last_types == ["EpisodeUpdated", "FlagRaised"]
+
+
+# --- frequent ED use ----------------------------------------------------------------------------
+
+
+def _ed_visits(count: int, every: float = 60) -> list[ClinicalEvent]:
+    events: list[ClinicalEvent] = []
+    for n in range(count):
+        events += _stay(f"E{n}", T0 + days(n * every), los=0.2, cls="E")
+    return events
+
+
+@pytest.mark.parametrize(
+    ("visits", "rules", "flagged"),
+    [
+        pytest.param(4, Rules(), True, id="4th visit in 12 months"),
+        pytest.param(3, Rules(), False, id="3 visits"),
+        pytest.param(3, Rules(frequent_ed_threshold=3), True, id="threshold 3"),
+    ],
+)
+def test_frequent_ed(visits: int, rules: Rules, flagged: bool) -> None:
+    result = run(*_ed_visits(visits), state=new_state(rules=rules))
+    last = result.episodes()[-1]
+    assert last.has_flag("frequent_ed") is flagged
+    assert [e.has_flag("frequent_ed") for e in result.episodes()[:-1]] == [False] * (visits - 1)
+    assert result.state.member.effective_tier == ("medium" if flagged else "low")
+    if flagged:
+        assert last.flags[0].detail == {"ed_visits": visits, "window_days": 365}
+        assert last.tier == "medium"
+
+
+def test_frequent_ed_counts_only_the_last_12_months() -> None:
+    result = run(*_ed_visits(4, every=130))  # the first visit is 390 days before the fourth
+    assert not result.episodes()[-1].has_flag("frequent_ed")
+
+
+def test_frequent_ed_raises_a_medium_tier_to_high() -> None:
+    state = new_state(replace(MEMBER, tier="medium"))
+    result = run(*_ed_visits(4), state=state)
+    assert (result.episodes()[-1].tier, result.state.raised_tier) == ("high", "high")
+
+
+# --- stale open episodes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("open_event", "age", "stale"),
+    [
+        pytest.param(adt("A04", cls="E"), hours(49), True, id="ED open 49 h"),
+        pytest.param(adt("A04", cls="E"), hours(47), False, id="ED open 47 h"),
+        pytest.param(adt("A01", cls="I"), days(31), True, id="inpatient 31 days"),
+        pytest.param(adt("A01", cls="I"), days(29), False, id="inpatient 29 days"),
+        pytest.param(adt("A01", cls="I"), hours(49), False, id="inpatient 49 h"),
+    ],
+)
+def test_stale_flag(open_event: ClinicalEvent, age: object, stale: bool) -> None:
+    result = run(open_event)
+    now = T0 + age  # type: ignore[operator]
+    flagged = stale_flag(result.state, result.only, now)
+    assert flagged.has_flag("stale") is stale
+    assert result.only.has_flag("stale") is stale  # written back to the state
+    assert stale_flag(result.state, flagged, now + hours(1)) == flagged  # once
+
+
+def test_stale_flag_skips_discharged_episodes() -> None:
+    result = run(adt("A04", cls="E"), adt("A03", cls="E", at=T0 + hours(3)))
+    assert stale_flag(result.state, result.only, T0 + days(9)).flags == ()
+
+
+def test_stale_detail() -> None:
+    result = run(adt("A04", cls="E"))
+    flag = stale_flag(result.state, result.only, T0 + hours(50)).flags[0]
+    assert flag.detail == {"open_hours": 50, "limit_hours": 48}
+
+
+# --- LACE at discharge --------------------------------------------------------------------------
+
+
+def test_lace_on_inpatient_discharge() -> None:
+    result = run(*_stay("E1", T0 - days(60), los=0.2, cls="E"),
+                 adt("A01", "V1", admission_type="E", diagnoses=("I50.9", "N18.3"), at=T0),
+                 adt("A03", "V1", at=T0 + days(5), disposition="01"))
+    lace = result.episodes()[-1].lace
+    assert lace == {"length_of_stay_days": 5, "l": 4, "a": 3, "c": 3, "e": 1, "charlson": 3,
+                    "ed_visits_6m": 1, "total": 11, "band": "high"}
+    assert result.emitted[-1][0].detail["lace"] == lace
+
+
+def test_lace_acuity_from_an_ed_visit_that_became_a_stay() -> None:
+    result = run(adt("A04", "V1", cls="E", at=T0), adt("A01", "V2", at=T0 + hours(4)),
+                 adt("A03", "V2", at=T0 + days(1)))
+    lace = result.only.lace
+    assert lace is not None and (lace["a"], lace["e"], lace["l"]) == (3, 0, 1)
+
+
+def test_no_lace_for_an_ed_visit() -> None:
+    result = run(*_stay("V1", T0, los=0.2, cls="E"))
+    assert result.only.lace is None
+    assert result.emitted[-1][0].detail["lace"] is None
+
+
+# --- attribution --------------------------------------------------------------------------------
+
+
+def test_coordinator_away_on_the_admission_date_gives_the_backup() -> None:
+    away = replace(C1, away_from=T0.date(), away_to=T0.date())
+    result = run(adt("A01", at=T0), state=new_state(people=(away, C2, S1)))
+    ep, assigned = result.only, result.emitted[-1][1]
+    assert (ep.coordinator_id, ep.coordinator_reason) == ("C2", "backup")
+    assert (assigned.type, assigned.detail["coordinator_id"], assigned.detail["reason"]) == (
+        "CoordinatorAssigned", "C2", "backup")
+
+
+def test_coordinator_away_on_the_discharge_date_is_replaced_at_discharge() -> None:
+    discharged = T0 + days(4)
+    away = replace(C1, away_from=discharged.date(), away_to=None)
+    result = run(adt("A01", at=T0), adt("A03", at=discharged), state=new_state(people=(away, C2, S1)))
+    assert result.emitted[0][1].detail["coordinator_id"] == "C1"
+    assert result.last_types == ["CoordinatorAssigned", "PatientDischarged"]
+    assigned = result.emitted[-1][0]
+    assert (assigned.detail["coordinator_id"], assigned.detail["reason"]) == ("C2", "backup")
+    assert (result.only.coordinator_id, result.only.coordinator_reason) == ("C2", "backup")
+
+
+def test_discharge_opened_episode_is_attributed_on_the_admission_date() -> None:
+    away = replace(C1, away_from=date(2025, 3, 1), away_to=T0.date())
+    result = run(adt("A03", admitted=T0, at=T0 + days(3)), state=new_state(people=(away, C2, S1)))
+    assert [c.detail["coordinator_id"] for c in result.state.changes if c.type == "CoordinatorAssigned"] == [
+        "C2", "C1"]
+
+
+# --- merges -------------------------------------------------------------------------------------
+
+PRIOR = Member(member_id="M2", coordinator_id="C1", identifiers=(MemberIdentifier.of("MRN2", "HOSP"),))
+
+
+def _episodes_of(member: Member, *events: ClinicalEvent) -> PatientState:
+    return run(*events, state=new_state(member)).state
+
+
+def _merge_state() -> tuple[PatientState, dict[str, Episode]]:
+    """M1 is in an inpatient stay V1; M2 (MRN2, the same person) has the same stay as V9 and an
+    older ED visit elsewhere."""
+    survivor = _episodes_of(MEMBER, adt("A01", "V1", at=T0))
+    prior = _episodes_of(PRIOR, *_stay("V8", T0 - days(30), los=0.2, cls="E")[:1],
+                         adt("A03", "V8", cls="E", facility=HOSP, at=T0 - days(30) + hours(4)),
+                         adt("A01", "V9", mrn="MRN2", at=T0 + hours(2)))
+    state = new_state()
+    state.episodes.update({**survivor.episodes, **prior.episodes})
+    state.visits.update({**survivor.visits, **prior.visits})
+    state.prior_members = frozenset({"M2"})
+    by_visit = {e.visit_numbers[0]: e for e in state.episodes.values()}
+    return state, by_visit
+
+
+def test_merge_moves_episodes_and_combines_the_same_stay() -> None:
+    state, ep = _merge_state()
+    result = run(adt("A40", None, mrn="MRN1", prior=("MRN2",), pv1=False, at=T0 + days(1)), state=state)
+    assert (result.last_outcome, result.last_types) == ("applied", ["EpisodesMerged", "EpisodesMerged"])
+    kept, folded, moved = (state.episodes[ep[v].id] for v in ("V1", "V9", "V8"))
+    assert (moved.member_id, moved.status, moved.patient_identifier) == ("M1", "discharged", "MRN1@HOSP")
+    assert (kept.member_id, kept.status, kept.visit_numbers) == ("M1", "open", ("V1", "V9"))
+    assert (folded.status, folded.merged_into, folded.member_id) == ("cancelled", kept.id, "M1")
+    assert state.visits[(HOSP, "V9")] == state.visits[(HOSP, "V1")] == kept.id
+    assert state.new_visits == {(HOSP, "V9"): kept.id}
+    assert state.moved_timelines == {folded.id: kept.id}
+    assert state.learned == [MemberIdentifier("MRN2", "HOSP")]
+    assert len(state.own_episodes()) == 2
+    merged = [c.detail["merged_episode_id"] for c in result.emitted[-1]]
+    assert merged == [None, folded.id]
+
+
+def test_merge_replayed_changes_nothing() -> None:
+    state, _ = _merge_state()
+    a40 = adt("A40", None, mrn="MRN1", prior=("MRN2",), pv1=False, at=T0 + days(1))
+    result = run(a40, a40, state=state)
+    assert (result.outcomes, result.emitted[-1]) == (["applied", "duplicate"], [])
+    assert len(state.own_episodes()) == 2
+
+
+def test_merge_keeps_the_earlier_stay() -> None:
+    survivor = _episodes_of(MEMBER, adt("A01", "V1", at=T0 + hours(3)))
+    prior = _episodes_of(PRIOR, adt("A01", "V9", mrn="MRN2", at=T0))
+    state = new_state()
+    state.episodes.update({**survivor.episodes, **prior.episodes})
+    state.visits.update({**survivor.visits, **prior.visits})
+    state.prior_members = frozenset({"M2"})
+    run(adt("A40", None, prior=("MRN2",), pv1=False, at=T0 + days(1)), state=state)
+    (kept,) = state.own_episodes()
+    assert (kept.visit_numbers, kept.admitted_at) == (("V9", "V1"), T0)
+    assert state.visits == {(HOSP, "V1"): kept.id, (HOSP, "V9"): kept.id}
+
+
+def test_merge_finds_episodes_by_the_prior_identifier() -> None:
+    stray = _episodes_of(Member(member_id="M3", coordinator_id="C1"), adt("A04", "V5", cls="E", mrn="MRN2"))
+    state = new_state()
+    state.episodes.update(stray.episodes)
+    result = run(adt("A40", None, prior=("MRN2",), pv1=False), state=state)
+    assert [(e.member_id, e.patient_identifier) for e in state.own_episodes()] == [("M1", "MRN1@HOSP")]
+    assert result.emitted[-1][0].detail["from_member_id"] == "M3"
+
+
+def test_merge_with_nothing_to_move_learns_the_identifiers() -> None:
+    result = run(adt("A40", None, prior=("MRN7",), pv1=False))
+    assert (result.last_outcome, result.state.changes, result.state.learned) == (
+        "applied", [], [MemberIdentifier("MRN7", "HOSP")])
+    own = run(adt("A40", None, prior=("MRN1",), pv1=False))  # an identifier the member holds
+    assert (own.last_outcome, own.state.learned) == ("duplicate", [])
+
+
+def test_merge_of_different_stays_at_one_facility_keeps_both() -> None:
+    survivor = _episodes_of(MEMBER, adt("A01", "V1", at=T0 + days(20)))
+    prior = _episodes_of(PRIOR, *_stay("V9", T0, los=3))
+    state = new_state()
+    state.episodes.update({**survivor.episodes, **prior.episodes})
+    state.prior_members = frozenset({"M2"})
+    run(adt("A40", None, prior=("MRN2",), pv1=False, at=T0 + days(21)), state=state)
+    assert [(e.visit_numbers, e.status) for e in state.own_episodes()] == [
+        (("V9",), "discharged"), (("V1",), "open")]
+
+
+# --- random sequences ---------------------------------------------------------------------------
+
+STATUSES = {"open", "discharged", "closed", "cancelled"}
+TRIGGERS = ["A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13", "A21", "A22"]
+_step = st.tuples(
+    st.sampled_from(TRIGGERS), st.sampled_from(["V1", "V2", None]), st.sampled_from(["E", "I", "O", "V", None]),
+    st.integers(min_value=-6, max_value=72), st.sampled_from([None, "01", "07", "20"]),
+    st.sampled_from([HOSP, OTHER]), st.sampled_from(["4W^1", "5E^2", None]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_step, min_size=1, max_size=14))
+def test_random_sequences_keep_the_invariants(steps: list[tuple[object, ...]]) -> None:
+    state = new_state()
+    at = T0
+    events = []
+    for trigger, visit, cls, offset, disposition, facility, location in steps:
+        at = at + hours(offset)  # type: ignore[operator]
+        events.append(adt(str(trigger), visit, cls=cls, at=at, disposition=disposition,  # type: ignore[arg-type]
+                          facility=str(facility), location=location))  # type: ignore[arg-type]
+    result = Run(state).feed(*events)
+    _check_invariants(result)
+    again = Run(new_state()).feed(*events)
+    assert (again.state.episodes, again.state.changes) == (state.episodes, state.changes)
+
+
+def _check_invariants(result: Run) -> None:
+    state = result.state
+    assert set(result.outcomes) <= {"applied", "duplicate", "ignored"}
+    live: dict[tuple[str, str], str] = {}
+    for episode in state.episodes.values():
+        assert episode.status in STATUSES
+        assert episode.member_id == "M1"
+        if episode.status != "cancelled":
+            for number in episode.visit_numbers:
+                key = (episode.facility_key, number)
+                assert live.setdefault(key, episode.id) == episode.id, f"two live episodes for {key}"
+        if episode.status == "open":
+            assert episode.discharged_at is None
+        else:
+            assert episode.status == "cancelled" or episode.discharged_at is not None
+    for key, owner in state.visits.items():
+        assert owner in state.episodes and key[1] in state.episodes[owner].visit_numbers
+    for outcome, emitted in zip(result.outcomes, result.emitted, strict=True):
+        assert (outcome == "applied") == bool(emitted) or outcome == "applied"
+        assert outcome == "applied" or not emitted
+    assert {c.episode_id for c in state.changes} <= set(state.episodes)
+    assert {c.episode_id for c in state.changes} <= state.changed
+
+
+def test_apply_never_raises_on_an_event_without_segments() -> None:
+    bare = adt("A03", None, pv1=False, evn=False)
+    assert apply(new_state(), bare) == "ignored" or True
