@@ -25,7 +25,8 @@ from transitions.processor import Config, process_batch
 EVENTS = [
     adt("A04", "e1", visit="V1", at=T0),  # M1: ED visit, then discharged home
     adt("A03", "e2", visit="V1", at=T0 + timedelta(hours=6), disposition="01"),
-    adt("A01", "e3", visit="V2", patient_class="I", at=T0 + timedelta(days=5)),  # not a readmission: the index was an ED visit
+    # An admission 5 days after an ED visit: not a readmission (the index must be a stay).
+    adt("A01", "e3", visit="V2", patient_class="I", at=T0 + timedelta(days=5)),
     adt("A04", "e4", mrn="2002", visit="W1", facility="STMARYS", authority="STMARYS",
         family="ROE", given="RICHARD", birth_date=dt.date(1950, 5, 5), sex="M",
         phone="5559990000", zip_code="99999", at=T0 + timedelta(days=1)),

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from adt_listener.client import MllpClient
 from adt_listener.hl7.charset import decode_message
@@ -25,8 +33,8 @@ from adt_listener.normaliser import normalise
 from schemas.adt_event import RawMessage
 from schemas.topics import EPISODES
 from tests.conftest import Service, make_service
-from tests.integration.helpers import read_events, wait_until_settled
-from transcare.db.database import open_database
+from tests.integration.helpers import read_events
+from transcare.db.database import Database, open_database
 from transcare.db.migrate import upgrade
 from transitions.directory_store import SqlAlchemyDirectory
 from transitions.model import Member, MemberIdentifier, StaffMember
@@ -34,6 +42,7 @@ from transitions.processor import Config, process_batch
 
 EPISODE_TRIGGERS = {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13",
                     "A21", "A22"}
+POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
 STAFF = [StaffMember("C1", "Coord One", "care_coordinator", "north", "S1", "C2"),
          StaffMember("C2", "Coord Two", "care_coordinator", "north", "S1", "C1"),
          StaffMember("S1", "Sup One", "supervisor", "north")]
@@ -109,97 +118,145 @@ async def reference(tmp: Path, feed: list[tuple[str, str]], roster: list[Member]
     await asyncio.to_thread(upgrade, url)
     await enrol(url, roster)
     events = []
-    for n, (_, text) in enumerate(feed, 1):
+    for n, (_, message) in enumerate(feed, 1):
         raw = RawMessage(message_id=n, sending_facility="", control_id=str(n), message_type="ADT",
-                         received_at=datetime.now(UTC), charset="utf-8", text=text)
+                         received_at=datetime.now(UTC), charset="utf-8", text=message)
         result = normalise(b"", raw.model_dump_json().encode(), lambda _: ZoneInfo("America/New_York"))
         if result.event is not None:
             events.append(result.event)
     db = open_database(url)
     try:
         await db.write(lambda conn: process_batch(conn, events, Config(), datetime.now(UTC)))
+        return await episodes_in(db)
     finally:
         await db.dispose()
-    return episodes_in(tmp / "reference.db")
 
 
-def episodes_in(path: Path) -> set[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
+async def query(db: Database, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    return await db.run(lambda conn: [tuple(r) for r in conn.execute(text(sql), params)])
+
+
+async def episodes_in(db: Database) -> set[tuple[Any, ...]]:
+    return set(await query(db, "SELECT member_id, facility_key, kind, status, disposition, "
+                               "coordinator_id FROM episodes"))
+
+
+async def poll(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout_s}s")
+        await asyncio.sleep(0.25)
+
+
+async def settled(db: Database) -> None:
+    """Every stored message has an outcome (normalised or dead-lettered)."""
+    async def check() -> bool:
+        return (await query(db, "SELECT count(*) FROM messages WHERE status = 'accepted'"))[0][0] == 0
+    await poll("messages still not processed", check)
+
+
+async def transitions_done(db: Database, pattern: str, expected: int) -> None:
+    """Wait until transitions handled ``expected`` events whose id matches ``pattern`` (MSH-10
+    carries the test's token: the shared broker also replays earlier tests' events)."""
+    async def check() -> bool:
+        rows = await query(db, "SELECT count(*) FROM processed_events WHERE event_id LIKE :p",
+                           p=pattern)
+        return int(rows[0][0]) >= expected
+    await poll(f"transitions did not handle {expected} events", check)
+
+
+async def outbox_drained(db: Database) -> None:
+    async def check() -> bool:
+        rows = await query(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return int(rows[0][0]) == 0
+    await poll("the outbox was not published", check, 60.0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The service's database: a SQLite file, or a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'svc' / 'transcare.db'}"
+        return
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(f"PostgreSQL end-to-end test did not run: set {POSTGRES_ENV}")
+    name = f"transcare_episodes_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        make_url(server).set(drivername="postgresql").render_as_string(hide_password=False))
+    await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        return set(conn.execute("SELECT member_id, facility_key, kind, status, disposition, "
-                                "coordinator_id FROM episodes"))
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def test_corpus_messages_make_the_expected_episodes_with_two_workers(
-        tmp_path: Path, broker: Any, corpus: Path) -> None:
+        tmp_path: Path, broker: Any, corpus: Path, database_url: str) -> None:
     token = f"T{uuid.uuid4().hex[:6].upper()}"
     feed, roster = corpus_feed(corpus, token)
     assert len(feed) >= 40, "the corpus should offer dozens of episode messages"
     data = tmp_path / "svc"
-    data.mkdir()
-    svc: Service = make_service(data, broker.bootstrap)
-    await enrol(svc.database_url, roster)
+    data.mkdir(exist_ok=True)
+    svc: Service = make_service(data, broker.bootstrap, TRANSCARE_DATABASE_URL=database_url)
+    await enrol(database_url, roster)
+    db = open_database(database_url)
     svc.start("worker")
     svc.start("worker", name="worker2")
     svc.start("listener")
     try:
         codes = await send_all(svc.mllp_port, feed)
         accepted = [(name, text) for name, text in feed if codes[name] in ("AA", "CA")]
-        await wait_until_settled(data / "transcare.db")
-        await wait_for_transitions_of(data / "transcare.db", token, len(accepted))
+        await settled(db)
+        await transitions_done(db, f"%|{token}-%", len(accepted))
         expected = await reference(tmp_path, accepted, roster)
         assert len(expected) >= 30, f"only {len(expected)} episodes from the corpus"
         assert {"ed", "inpatient"} <= {e[2] for e in expected}
         assert {"open", "discharged"} <= {e[3] for e in expected}
-        assert episodes_in(data / "transcare.db") == expected
-        await outbox_drained(data / "transcare.db")
-        ids = {json.loads(r)["event_id"] for r in outbox_payloads(data / "transcare.db")}
+        assert await episodes_in(db) == expected
+        await outbox_drained(db)
+        ids = {json.loads(r[0])["event_id"] for r in await query(db, "SELECT payload FROM outbox")}
         keys = {f"M-{m.identifiers[0].value}".encode() for m in roster}
         seen = await read_events(broker.bootstrap, EPISODES.name, ids, keys=keys)
         assert set(seen) == ids
+        await replay_changes_nothing(svc, db, token, roster)
     finally:
         svc.stop_all()
+        await db.dispose()
 
 
-async def wait_for_transitions_of(db: Path, token: str, expected: int,
-                                  timeout_s: float = 120.0) -> None:
-    """Wait until transitions handled ``expected`` of this test's events (MSH-10 carries the
-    token; the shared broker also replays earlier tests' events to this consumer group)."""
-    deadline = time.monotonic() + timeout_s
-    done = 0
-    while time.monotonic() < deadline:
-        conn = sqlite3.connect(db)
-        try:
-            done = conn.execute("SELECT count(*) FROM processed_events WHERE event_id LIKE ?",
-                                (f"%|{token}-%",)).fetchone()[0]
-        finally:
-            conn.close()
-        if done >= expected:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"transitions handled {done} of {expected} events in {timeout_s}s")
+EPISODE_TABLES = ("episodes", "episode_visits", "episode_flags", "episode_timeline", "outbox",
+                  "match_reviews", "members", "member_identifiers")
 
 
-async def outbox_drained(db: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        conn = sqlite3.connect(db)
-        try:
-            left = conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
-        finally:
-            conn.close()
-        if left == 0:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError("the outbox was not published")
+async def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    return {t: sorted(await query(db, f"SELECT * FROM {t}"), key=repr) for t in EPISODE_TABLES}
 
 
-def outbox_payloads(db: Path) -> list[str]:
-    conn = sqlite3.connect(db)
-    try:
-        return [r[0] for r in conn.execute("SELECT payload FROM outbox ORDER BY id")]
-    finally:
-        conn.close()
+async def replay_changes_nothing(svc: Service, db: Database, token: str,
+                                 roster: list[Member]) -> None:
+    """``transcare replay`` publishes every stored message again; once the worker has been
+    through all of them (a sentinel A05 per patient, behind the replayed messages on the
+    patient's partition, has been handled), the episode tables are exactly as before."""
+    before = await dump(db)
+    done = subprocess.run([sys.executable, "-m", "transcare.cli", "replay"], env=svc.env,
+                          capture_output=True, text=True, check=True)
+    assert "queued for publishing again" in done.stdout
+    await settled(db)
+    sentinels = [(m.member_id, sentinel(m.identifiers[0].value, f"{token}-s{n}"))
+                 for n, m in enumerate(roster)]
+    codes = await send_all(svc.mllp_port, sentinels)
+    assert set(codes.values()) == {"AA"}
+    await transitions_done(db, f"%|{token}-s%", len(sentinels))
+    assert await dump(db) == before
+
+
+def sentinel(mrn: str, control_id: str) -> str:
+    """A pre-admission (A05): handled, recorded in processed_events, changes no episode."""
+    return "\r".join([
+        f"MSH|^~\\&|SENTINEL|GENHOSP|TC|TC|20260401083000||ADT^A05^ADT_A05|{control_id}|P|2.5",
+        "EVN|A05|20260401083000", f"PID|1||{mrn}^^^GENHOSP^MR||SENTINEL^PAT", "PV1|1|P"])
+
 
