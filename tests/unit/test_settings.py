@@ -36,6 +36,9 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         ('[facilities.X]\ntime_zone = "Mars/Olympus"\n', {}, "Mars/Olympus"),
         ("", {"TRANSCARE_MLLP_PORT": "many"}, "TRANSCARE_MLLP_PORT"),
         ("", {"TRANSCARE_KAFKA_IDEMPOTENCE": "perhaps"}, "TRANSCARE_KAFKA_IDEMPOTENCE"),
+        ('[facilities.SNF]\ncare_setting = "snf"\n', {}, r"\[facilities.SNF\] care_setting"),
+        ('[transitions]\nfrequent_ed_threshold = "x"\n', {}, "frequent_ed_threshold"),
+        ("", {"TRANSCARE_MATCH_THRESHOLD": "high"}, "TRANSCARE_MATCH_THRESHOLD"),
     ],
 )
 def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[str, str],
@@ -43,3 +46,17 @@ def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[st
     (tmp_path / "transcare.toml").write_text(toml)
     with pytest.raises(SettingsError, match=names):
         load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), **env})
+
+
+def test_transitions_settings_and_post_acute_facilities(tmp_path: Path) -> None:
+    from transcare.transitions_agent import transitions_config
+
+    (tmp_path / "transcare.toml").write_text(
+        '[facilities.SUNRISE]\ncare_setting = "post_acute"\n[facilities.GEN]\n'
+        "[transitions]\nfrequent_ed_threshold = 3\nstale_ed_hours = 24\n")
+    s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), "TRANSCARE_MATCH_THRESHOLD": "95"})
+    config = transitions_config(s)
+    assert config.rules.post_acute_facilities == frozenset({"SUNRISE"})
+    assert config.rules.frequent_ed_threshold == 3
+    assert config.rules.stale_ed.total_seconds() == 24 * 3600
+    assert config.policy.threshold == 95.0
