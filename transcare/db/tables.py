@@ -260,3 +260,78 @@ leases = Table(
     Column("holder", String(80), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False),
 )
+
+# --- Follow-up tasks and notifications (issue 4) ------------------------------------------------
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(40), primary_key=True),  # deterministic: see followup.tasks
+    Column("episode_id", String(40), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("rule_id", String(80), nullable=False),
+    Column("type", String(60), nullable=False),
+    Column("title", String(200), nullable=False, default=""),
+    Column("status", String(12), nullable=False),  # open | claimed | done | cancelled
+    Column("assignee_id", String(64), nullable=False, default=""),
+    Column("assignee_role", String(20), nullable=False, default=""),
+    Column("assignment_reason", String(200), nullable=False, default=""),
+    Column("priority", String(8), nullable=False, default="normal"),  # low | normal | high | urgent
+    Column("clinical_at", UtcDateTime(), nullable=False),  # the clock's start (PV1-45, PV1-44...)
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("escalation_level", Integer, nullable=False, default=0),
+    Column("next_step", Integer, nullable=False, default=0),  # index into the rule's ladder
+    Column("next_step_at", UtcDateTime(), nullable=True),  # NULL: nothing more to fire
+    Column("opted_out", Boolean, nullable=False, default=False),
+    Column("detail", JSON, nullable=False),  # roles allowed, ladder, outcome, cancel reason...
+    Column("source_event_id", String(400), nullable=False, default=""),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+Index("ix_tasks_episode_id", tasks.c.episode_id)
+Index("ix_tasks_assignee_status", tasks.c.assignee_id, tasks.c.status)
+Index("ix_tasks_next_step_at", tasks.c.next_step_at)
+Index("ix_tasks_status_due", tasks.c.status, tasks.c.due_at)
+
+# Who did what to a task and when (claim, complete, reassign, remind, escalate, cancel).
+task_history = Table(
+    "task_history",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("task_id", String(40), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(64), nullable=False, default=""),  # staff id, or "system"
+    Column("action", String(24), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+Index("ix_task_history_task_id", task_history.c.task_id, task_history.c.id)
+
+# Episode events the planner has handled (idempotence, as processed_events for ADT events).
+planned_events = Table(
+    "planned_events",
+    metadata,
+    Column("event_id", String(400), primary_key=True),
+    Column("processed_at", UtcDateTime(), nullable=False),
+)
+
+# One notification per recipient and channel; its id is the idempotency key sent with it.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("task_id", String(40), nullable=False),
+    Column("recipient_id", String(64), nullable=False),
+    Column("channel", String(10), nullable=False),  # inbox | email | webhook
+    Column("kind", String(24), nullable=False),  # task_assigned, task_reminder, task_escalated...
+    Column("payload", JSON, nullable=False),  # ids, task type, due time, link: never PHI
+    Column("status", String(12), nullable=False),  # pending | delivered | failed | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime(), nullable=True),
+    Column("last_error", String(300), nullable=False, default=""),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("delivered_at", UtcDateTime(), nullable=True),
+    Column("read_at", UtcDateTime(), nullable=True),
+)
+Index("ix_notifications_due", notifications.c.status, notifications.c.next_attempt_at)
+Index("ix_notifications_recipient", notifications.c.recipient_id, notifications.c.channel,
+      notifications.c.created_at)
