@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from schemas.adt_event import AdtEvent, DeadLetter, RawMessage
 from schemas.episode_event import EpisodeEvent
+from schemas.task_event import Notification, TaskEvent
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 BASE_ID = "https://transcare.invalid/schemas/"
@@ -28,6 +29,8 @@ MODELS: dict[str, tuple[type[BaseModel], str]] = {
     "raw_message.v1": (RawMessage, "Raw HL7 message envelope (adt.raw.v1), schema version 1"),
     "deadletter.v1": (DeadLetter, "Dead-lettered message, schema version 1"),
     "episode_event.v1": (EpisodeEvent, "Episode event (transitions.episodes.v1), schema version 1"),
+    "task_event.v1": (TaskEvent, "Task event (followup.tasks.v1), schema version 1"),
+    "notification.v1": (Notification, "Notification (followup.notifications.v1), schema version 1"),
 }
 
 

@@ -28,7 +28,13 @@ ADT_DEADLETTER = TopicSpec("adt.deadletter.v1", "patient_key", "deadletter.v1",
 EPISODES = TopicSpec("transitions.episodes.v1", "member_id", "episode_event.v1",
                      "episode changes (opened, transferred, discharged, ...), from transitions")
 
-ALL_TOPICS = (ADT_RAW, ADT_EVENTS, ADT_DEADLETTER, EPISODES)
+TASKS = TopicSpec("followup.tasks.v1", "member_id", "task_event.v1",
+                  "task changes: created, claimed, completed, reassigned, cancelled, reminded, "
+                  "escalated")
+NOTIFICATIONS = TopicSpec("followup.notifications.v1", "member_id", "notification.v1",
+                          "one notification per person and channel (inbox, e-mail, webhook)")
+
+ALL_TOPICS = (ADT_RAW, ADT_EVENTS, ADT_DEADLETTER, EPISODES, TASKS, NOTIFICATIONS)
 DEFAULT_PARTITIONS = 8
 
 

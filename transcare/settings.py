@@ -10,6 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,6 +73,19 @@ class Settings:
     stale_inpatient_days: float = 30.0
     match_threshold: float = 90.0  # demographic score that matches (docs/matching.md)
     match_review_floor: float = 75.0  # scores from here to the threshold go to review
+    # Follow-up (DOMAIN.md sections 3-5).
+    rules_file: str = ""  # a TOML rule table replacing the default (followup/default_rules.toml)
+    program_time_zone: str = "America/New_York"  # business days are counted here
+    program_closures: tuple[str, ...] = ()  # extra non-business days, YYYY-MM-DD
+    delegation_enabled: bool = False  # delegable tasks may go to allied or support staff
+    public_url: str = "http://127.0.0.1:8080"  # base of links in notifications
+    smtp_host: str = ""  # unset: e-mail notifications are not sent (recorded as failed)
+    smtp_port: int = 25
+    smtp_from: str = "transcare@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
+    webhook_secret: str = ""  # HMAC-SHA256 key for webhook signatures
     facilities: Mapping[str, FacilitySettings] = field(default_factory=dict)
 
     @property
@@ -124,6 +138,15 @@ def _bool(value: str | bool) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+def _dates(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated (or a TOML list of) YYYY-MM-DD dates."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    days = tuple(str(v).strip() for v in items if str(v).strip())
+    for day in days:
+        date.fromisoformat(day)  # ValueError names the bad date
+    return days
+
+
 _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_DATA_DIR": ("data_dir", Path),
     "TRANSCARE_DATABASE_URL": ("database_url", str),
@@ -157,6 +180,18 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_STALE_INPATIENT_DAYS": ("stale_inpatient_days", float),
     "TRANSCARE_MATCH_THRESHOLD": ("match_threshold", float),
     "TRANSCARE_MATCH_REVIEW_FLOOR": ("match_review_floor", float),
+    "TRANSCARE_RULES_FILE": ("rules_file", str),
+    "TRANSCARE_PROGRAM_TIME_ZONE": ("program_time_zone", str),
+    "TRANSCARE_PROGRAM_CLOSURES": ("program_closures", _dates),
+    "TRANSCARE_DELEGATION": ("delegation_enabled", _bool),
+    "TRANSCARE_PUBLIC_URL": ("public_url", str),
+    "TRANSCARE_SMTP_HOST": ("smtp_host", str),
+    "TRANSCARE_SMTP_PORT": ("smtp_port", int),
+    "TRANSCARE_SMTP_FROM": ("smtp_from", str),
+    "TRANSCARE_SMTP_STARTTLS": ("smtp_starttls", _bool),
+    "TRANSCARE_SMTP_USERNAME": ("smtp_username", str),
+    "TRANSCARE_SMTP_PASSWORD": ("smtp_password", str),
+    "TRANSCARE_WEBHOOK_SECRET": ("webhook_secret", str),
 }
 
 
@@ -193,7 +228,8 @@ def _apply_toml(settings: Settings, path: Path, from_env: set[str]) -> Settings:
         raise SettingsError(f"config file {path}: {exc}") from exc
     known = {name: kind for name, kind in _ENV.values()}
     changes: dict[str, Any] = {}
-    for section in ("service", "listener", "database", "kafka", "web", "transitions"):
+    for section in ("service", "listener", "database", "kafka", "web", "transitions", "followup",
+                    "notifications"):
         for key, value in doc.get(section, {}).items():
             if key not in known:
                 raise SettingsError(f"config file {path}: [{section}] {key} is not a setting")
@@ -236,7 +272,8 @@ def _convert(kind: Any, value: Any) -> Any:
 
 
 def _check_zones(settings: Settings) -> None:
-    zones = [("TRANSCARE_TIME_ZONE", settings.default_time_zone)] + [
+    zones = [("TRANSCARE_TIME_ZONE", settings.default_time_zone),
+             ("TRANSCARE_PROGRAM_TIME_ZONE", settings.program_time_zone)] + [
         (f"[facilities.{f.name}] time_zone", f.time_zone) for f in settings.facilities.values()
     ]
     for where, zone in zones:

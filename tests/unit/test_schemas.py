@@ -25,6 +25,7 @@ from schemas.adt_event import (
     Visit,
 )
 from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
+from schemas.task_event import Notification, TaskEvent, TaskSnapshot
 
 AT = datetime(2024, 3, 10, 3, 30, tzinfo=timezone(timedelta(hours=-4)))
 NAMES = list(json_schemas.MODELS)
@@ -67,8 +68,19 @@ EPISODE_EVENT = EpisodeEvent(
                             flags=("readmission_30d",), lace_total=9),
     detail={"disposition": "01", "corrected": False},
 )
+TASK = TaskSnapshot(id="t-1", episode_id="ep-1", member_id="M1", rule_id="post_discharge_contact",
+                    type="post_discharge_contact", title="Post-discharge contact", status="open",
+                    priority="normal", assignee_id="C1", clinical_at=AT, due_at=AT + timedelta(days=2))
+TASK_EVENT = TaskEvent(event_id="FAC1|CTRL1#0/t-1/escalate-1", type="TaskEscalated", member_id="M1",
+                       task_id="t-1", episode_id="ep-1", at=AT, actor="system",
+                       summary="escalated to the supervisor", task=TASK, detail={"level": 1})
+NOTE = Notification(id="n-1", kind="task_escalated", member_id="M1", recipient_id="S1",
+                    channel="email", task_id="t-1", episode_id="ep-1",
+                    task_type="post_discharge_contact", title="Post-discharge contact",
+                    due_at=AT, escalation_level=1, link="http://x/inbox#task-t-1", created_at=AT)
 SAMPLES: dict[str, BaseModel] = {"adt_event.v1": _event(), "raw_message.v1": RAW,
-                                 "deadletter.v1": DEAD, "episode_event.v1": EPISODE_EVENT}
+                                 "deadletter.v1": DEAD, "episode_event.v1": EPISODE_EVENT,
+                                 "task_event.v1": TASK_EVENT, "notification.v1": NOTE}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -115,6 +127,8 @@ def test_sample_validates_and_round_trips(name: str) -> None:
         ("raw_message.v1", lambda d: d.pop("text")),
         ("deadletter.v1", lambda d: d.update(field="forty-five")),
         ("episode_event.v1", lambda d: d.update(type="EpisodeExploded")),
+        ("task_event.v1", lambda d: d.update(type="TaskForgotten")),
+        ("notification.v1", lambda d: d.update(channel="pager")),
     ],
 )
 def test_schema_rejects(name: str, mutate: Any) -> None:
