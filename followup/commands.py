@@ -3,14 +3,14 @@
 Each command checks who may do it and returns the changed task with a :class:`TaskChange`, or
 raises :class:`CommandError` saying what is wrong (the API answers 409/422 with it).
 
-Outcomes (``complete``) are checked against the rule's outcome kind:
+Outcomes (``complete``) are checked against the rule's ``outcome`` (docs/rules.md):
 
-- ``contact``: ``attempts``, a list of ``{"at": ISO time, "result": ...}`` with results
+- ``attempts``: ``attempts``, a list of ``{"at": ISO time, "result": ...}`` with results
   ``reached``, ``no_answer``, ``left_message``, ``wrong_number``, ``declined``; done when the
-  patient or family was reached, or after at least two logged attempts.
+  patient or family was reached, or after the rule's ``min_attempts`` logged attempts.
 - ``visit``: ``visit_at`` (ISO time with offset) of the scheduled visit; it creates the
   appointment reminder and pins the visit and medication reconciliation due dates.
-- ``none``: an optional ``note``.
+- ``done``: an optional ``note``.
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ def claim(task: Task, actor: StaffMember, now: datetime) -> tuple[Task, TaskChan
 
 
 def complete(task: Task, actor: StaffMember, outcome: Mapping[str, Any], kind: str,
-             now: datetime) -> tuple[Task, TaskChange]:
+             now: datetime, min_attempts: int = 2) -> tuple[Task, TaskChange]:
     """Done, with the outcome the rule asks for (see the module docstring)."""
     _active(task)
     _may_do(task, actor)
-    checked = check_outcome(kind, outcome)
+    checked = check_outcome(kind, outcome, min_attempts)
     done = replace(task, status="done", outcome={**checked, "completed_by": actor.staff_id,
                                                  "completed_at": now.isoformat()})
     return done, TaskChange("TaskCompleted", task.id, now, actor.staff_id,
@@ -81,17 +81,17 @@ def reassign(task: Task, actor: StaffMember, to: StaffMember, reason: str,
                              {"from": task.assignee_id, "to": to.staff_id, "reason": reason})
 
 
-def check_outcome(kind: str, outcome: Mapping[str, Any]) -> dict[str, Any]:
+def check_outcome(kind: str, outcome: Mapping[str, Any], min_attempts: int = 2) -> dict[str, Any]:
     """The outcome, validated for the rule's outcome kind; CommandError names the field."""
-    if kind == "contact":
-        return _contact(outcome)
+    if kind == "attempts":
+        return _contact(outcome, max(1, min_attempts))
     if kind == "visit":
         return {"visit_at": _time(outcome.get("visit_at"), "visit_at").isoformat(),
                 **_note(outcome)}
     return _note(outcome)
 
 
-def _contact(outcome: Mapping[str, Any]) -> dict[str, Any]:
+def _contact(outcome: Mapping[str, Any], min_attempts: int) -> dict[str, Any]:
     attempts = outcome.get("attempts")
     if not isinstance(attempts, list) or not attempts:
         raise CommandError("attempts: log each contact attempt as {\"at\": time, \"result\": ...}")
@@ -101,8 +101,9 @@ def _contact(outcome: Mapping[str, Any]) -> dict[str, Any]:
             raise CommandError(f"attempts[{n}].result: one of {', '.join(RESULTS)}")
         logged.append({"at": _time(attempt.get("at"), f"attempts[{n}].at").isoformat(),
                        "result": attempt["result"]})
-    if len(logged) < 2 and logged[0]["result"] != "reached":
-        raise CommandError("attempts: the patient was not reached; log at least two attempts")
+    if len(logged) < min_attempts and not any(a["result"] == "reached" for a in logged):
+        raise CommandError(f"attempts: the patient was not reached; log at least {min_attempts} "
+                           "attempts")
     return {"attempts": logged, **_note(outcome)}
 
 

@@ -51,19 +51,26 @@ async def postgres_url() -> AsyncIterator[str | None]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path,
-                   postgres_url: str | None) -> AsyncIterator[Database]:
-    """A migrated, empty database of each kind (PostgreSQL: every table truncated)."""
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                       postgres_url: str | None) -> AsyncIterator[str]:
+    """The URL of a migrated, empty database of each kind (PostgreSQL: tables truncated)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'contract.db'}"
         await _migrate(url)
-    else:
-        if postgres_url is None:
-            pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
-        url = postgres_url
-    db = open_database(url)
-    if request.param == "postgresql":
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        await db.run(lambda conn: conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY")))
+        yield url
+        return
+    if postgres_url is None:
+        pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
+    db = open_database(postgres_url)
+    names = ", ".join(t.name for t in metadata.sorted_tables)
+    await db.run(lambda conn: conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY")))
+    await db.dispose()
+    yield postgres_url
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A migrated, empty database of each kind."""
+    db = open_database(database_url)
     yield db
     await db.dispose()

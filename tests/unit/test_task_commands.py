@@ -85,7 +85,7 @@ CONTACT_OK: list[dict[str, Any]] = [
 CONTACT_BAD: list[tuple[dict[str, Any], str]] = [
     ({}, "attempts: log each contact attempt"),
     ({"attempts": [{"at": "2026-03-03T10:00:00-05:00", "result": "no_answer"}]},
-     "log at least two attempts"),
+     "log at least 2 attempts"),
     ({"attempts": [{"at": "yesterday", "result": "reached"}]}, r"attempts\[1\].at"),
     ({"attempts": [{"at": "2026-03-03T10:00:00", "result": "reached"}]}, "give the offset"),
     ({"attempts": [{"at": "2026-03-03T10:00:00-05:00", "result": "maybe"}]}, r"attempts\[1\].result"),
@@ -94,16 +94,16 @@ CONTACT_BAD: list[tuple[dict[str, Any], str]] = [
 
 @pytest.mark.parametrize("outcome", CONTACT_OK, ids=["reached once", "two attempts"])
 def test_contact_outcomes_that_complete(outcome: dict[str, Any]) -> None:
-    done, change = complete(TASK, C1, outcome, "contact", T0)
+    done, change = complete(TASK, C1, outcome, "attempts", T0)
     assert done.status == "done" and done.outcome["completed_by"] == "C1"
-    assert change.detail["outcome"]["attempts"] == check_outcome("contact", outcome)["attempts"]
+    assert change.detail["outcome"]["attempts"] == check_outcome("attempts", outcome)["attempts"]
 
 
 @pytest.mark.parametrize(("outcome", "message"), CONTACT_BAD,
                          ids=["none", "one failed attempt", "bad time", "no offset", "bad result"])
 def test_contact_outcomes_that_do_not(outcome: dict[str, Any], message: str) -> None:
     with pytest.raises(CommandError, match=message):
-        complete(TASK, C1, outcome, "contact", T0)
+        complete(TASK, C1, outcome, "attempts", T0)
 
 
 def test_visit_outcome_needs_the_visit_time() -> None:
@@ -115,5 +115,5 @@ def test_visit_outcome_needs_the_visit_time() -> None:
 
 def test_a_closed_task_takes_no_command() -> None:
     with pytest.raises(CommandError, match="is cancelled") as info:
-        complete(replace(TASK, status="cancelled"), C1, {}, "none", T0)
+        complete(replace(TASK, status="cancelled"), C1, {}, "done", T0)
     assert info.value.conflict

@@ -1,0 +1,115 @@
+"""The follow-up service: episode events to tasks, ladder steps, people's commands.
+
+Functions of a sync ``Connection`` run inside the caller's transaction (``Database.write``).
+Every change is committed together with its history row, its episode timeline line, its
+``followup.tasks.v1`` event and its notifications (rows plus ``followup.notifications.v1``
+events) in the outbox, and for episode events with the ``planned_events`` row that makes a
+replay change nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from followup.calendar import ProgramCalendar
+from followup.planner import Plan, PlanContext, plan
+from followup.publishing import record_changes
+from followup.rules import RuleSet
+from followup.task import Task, TaskChange
+from followup.task_store import claim_due, load_tasks, save_tasks, workload
+from schemas.episode_event import EpisodeEvent
+from transcare.db.tables import planned_events
+from transitions.directory_store import load_staff
+from transitions.model import StaffMember
+
+
+@dataclass(frozen=True)
+class FollowupContext:
+    rules: RuleSet
+    calendar: ProgramCalendar
+    delegation: bool = False
+    public_url: str = "http://127.0.0.1:8080"
+
+
+def staff_directory(conn: Connection) -> dict[str, StaffMember]:
+    return {s.staff_id: s for s in load_staff(conn)}
+
+
+def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupContext,
+               now: datetime) -> int:
+    """Plan every episode event not planned before; the number of task changes made."""
+    ids = list({e.event_id for e in events})
+    done = set(conn.execute(select(planned_events.c.event_id)
+                            .where(planned_events.c.event_id.in_(ids))).scalars())
+    staff = staff_directory(conn)
+    pctx = PlanContext(ctx.rules, ctx.calendar, staff, Counter(workload(conn)), ctx.delegation)
+    count = 0
+    for event in events:
+        if event.event_id in done:
+            continue
+        done.add(event.event_id)
+        result = plan(event, _existing(conn, event), pctx)
+        count += _commit(conn, result, ctx, staff, now, event.event_id, event)
+        conn.execute(insert(planned_events).values(event_id=event.event_id, processed_at=now))
+    return count
+
+
+def _existing(conn: Connection, event: EpisodeEvent) -> list[Task]:
+    episodes = [event.episode_id]
+    folded = event.detail.get("merged_episode_id")
+    if folded:
+        episodes.append(str(folded))
+    member = event.member_id if event.type in ("FlagRaised", "EpisodesMerged") else None
+    return load_tasks(conn, episode_ids=episodes, member_id=member)
+
+
+def _commit(conn: Connection, result: Plan, ctx: FollowupContext, staff: dict[str, StaffMember],
+            now: datetime, cause: str, event: EpisodeEvent | None = None) -> int:
+    save_tasks(conn, list(result.changed.values()), now)
+    record_changes(conn, result.changes, result.changed, staff, ctx, now, cause, event)
+    return len(result.changes)
+
+
+def fire_due_steps(conn: Connection, ctx: FollowupContext, now: datetime, limit: int = 500) -> int:
+    """Fire every ladder step that is due (reminders, escalations), each exactly once: the
+    rows are claimed (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the write lock) and their
+    ``next_step`` advances in this transaction."""
+    from followup.ladder import fire_due
+
+    staff = staff_directory(conn)
+    fired = 0
+    for task in claim_due(conn, now, limit):
+        moved, changes = fire_due(task, now)
+        result = Plan()
+        for change in changes:
+            result.put(moved, change)
+        fired += _commit(conn, result, ctx, staff, now, f"{task.id}/step")
+    return fired
+
+
+def apply_command(conn: Connection, task: Task, change: TaskChange, ctx: FollowupContext,
+                  now: datetime, follow_up: Plan | None = None) -> None:
+    """Commit a person's command (claim, complete, reassign) and what it caused."""
+    staff = staff_directory(conn)
+    result = Plan()
+    result.put(task, change)
+    if follow_up is not None:
+        for t in follow_up.changed.values():
+            result.changed[t.id] = t
+        result.changes.extend(follow_up.changes)
+    _commit(conn, result, ctx, staff, now, f"{task.id}/{change.type}/{now.isoformat()}")
+
+
+def context_load(conn: Connection) -> Counter[str]:
+    return Counter(workload(conn))
+
+
+__all__: list[Any] = ["FollowupContext", "apply_command", "context_load", "fire_due_steps",
+                      "plan_batch", "staff_directory"]

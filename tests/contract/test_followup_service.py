@@ -1,0 +1,197 @@
+"""The follow-up service against real databases (SQLite and PostgreSQL): ADT events through the
+transitions processor, their episode events through the planner, then the ladder with a moved
+clock, exactly once, and the commands."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from followup.calendar import ProgramCalendar
+from followup.commands import CommandError
+from followup.rules_loader import default_rules
+from followup.service import FollowupContext, fire_due_steps, plan_batch
+from followup.task_commands import claim_task, complete_task, reassign_task
+from followup.task_store import find_tasks, history, load_tasks
+from schemas.adt_event import AdtEvent
+from schemas.episode_event import EpisodeEvent
+from tests.adt_builders import T0, adt
+from transcare.db.database import Database, open_database
+from transcare.db.tables import notifications, outbox, task_history
+from transitions.directory_store import SqlAlchemyDirectory
+from transitions.model import Member, MemberIdentifier, StaffMember
+from transitions.processor import Config, process_batch
+
+CTX = FollowupContext(default_rules(), ProgramCalendar("America/New_York"), False, "http://tc")
+ADMITTED = T0 - timedelta(days=3)  # a Friday 08:00 UTC
+DISCHARGED = T0 + timedelta(hours=6)  # Monday 14:00 UTC
+
+
+async def setup(db: Database, *, opted_out: bool = False) -> None:
+    directory = SqlAlchemyDirectory(db, lambda: T0)
+    await directory.upsert_members([
+        Member("M1", "DOE", "JANE", dt.date(1960, 1, 2), "F", "5551234567", "12345",
+               (MemberIdentifier("1001", "GENHOSP"),), "low", "C1", opted_out=opted_out)])
+    await directory.upsert_staff([
+        StaffMember("C1", "Coord One", "care_coordinator", "north", "S1", "C2", email="c1@x.org"),
+        StaffMember("C2", "Coord Two", "care_coordinator", "north", "S1", "C1"),
+        StaffMember("A1", "Ally", "allied", "north", "S1"),
+        StaffMember("S1", "Sup", "supervisor", "north", "PM", email="s1@x.org",
+                    webhook_url="https://hooks.x.org/s1"),
+        StaffMember("PM", "Manager", "program_manager"),
+    ])
+
+
+async def transitions(db: Database, events: Sequence[AdtEvent]) -> list[EpisodeEvent]:
+    """Run ADT events through the transitions processor; the episode events it published."""
+    def run(conn: Any) -> list[EpisodeEvent]:
+        start = conn.execute(select(outbox.c.id).order_by(outbox.c.id.desc()).limit(1)).scalar() or 0
+        process_batch(conn, events, Config(), T0)
+        rows = conn.execute(select(outbox.c.payload).where(
+            outbox.c.id > start, outbox.c.topic == "transitions.episodes.v1").order_by(outbox.c.id))
+        return [EpisodeEvent.model_validate_json(p) for (p,) in rows]
+    return await db.write(run)
+
+
+async def plan(db: Database, events: Sequence[EpisodeEvent]) -> int:
+    return await db.write(lambda c: plan_batch(c, events, CTX, T0))
+
+
+async def stay(db: Database) -> list[EpisodeEvent]:
+    return await transitions(db, [
+        adt("A01", "a1", patient_class="I", visit="V1", at=ADMITTED, admitted_at=ADMITTED),
+        adt("A03", "a2", patient_class="I", visit="V1", at=DISCHARGED, admitted_at=ADMITTED,
+            discharged_at=DISCHARGED, disposition="01")])
+
+
+async def tasks(db: Database) -> list[Any]:
+    return await db.run(lambda c: find_tasks(c, limit=1000))
+
+
+async def test_a_discharge_home_makes_the_community_tasks_with_due_times(database: Database) -> None:
+    await setup(database)
+    await plan(database, await stay(database))
+    made = {t.type: t for t in await tasks(database)}
+    assert {"contact_facility", "discharge_planning", "post_discharge_contact",
+            "schedule_follow_up_visit", "medication_reconciliation"} <= set(made)
+    contact = made["post_discharge_contact"]
+    assert contact.clinical_at == DISCHARGED
+    assert contact.due_at.astimezone(dt.UTC) == DISCHARGED + timedelta(days=2)  # 2 B: Wednesday
+    assert (contact.assignee_id, contact.assignment_reason) == ("C1", "responsible coordinator")
+    assert made["discharge_planning"].status == "cancelled"  # voided by the discharge itself
+
+
+async def test_planning_is_idempotent(database: Database) -> None:
+    await setup(database)
+    events = await stay(database)
+    first = await plan(database, events)
+    assert first > 0 and await plan(database, events) == 0
+    assert len(await tasks(database)) == len({t.id for t in await tasks(database)})
+
+
+async def test_notifications_go_to_the_assignee_by_channel(database: Database) -> None:
+    await setup(database)
+    await plan(database, await stay(database))
+    rows = await database.run(lambda c: list(c.execute(select(notifications)).mappings()))
+    c1 = {(r["channel"], r["status"]) for r in rows if r["recipient_id"] == "C1"}
+    assert c1 == {("inbox", "delivered"), ("email", "pending")}
+    body = json.dumps([r["payload"] for r in rows])
+    assert "DOE" not in body and "JANE" not in body and "1001" not in body  # no PHI
+
+
+async def test_the_ladder_fires_each_step_once_with_a_moved_clock(database: Database) -> None:
+    await setup(database)
+    await plan(database, await stay(database))
+    (contact,) = [t for t in await tasks(database) if t.type == "post_discharge_contact"]
+    half = contact.steps[0].at
+    await database.write(lambda c: fire_due_steps(c, CTX, half - timedelta(minutes=1)))
+    assert [h["action"] for h in await database.run(lambda c: history(c, contact.id))] == [
+        "TaskCreated"]
+    late = contact.due_at + timedelta(days=3)  # the scheduler was down: catch up
+    assert await database.write(lambda c: fire_due_steps(c, CTX, late)) > 0
+    assert await database.write(lambda c: fire_due_steps(c, CTX, late)) == 0
+    steps = [h["action"] for h in await database.run(lambda c: history(c, contact.id))]
+    assert steps == ["TaskCreated", "TaskReminded", "TaskEscalated", "TaskEscalated"]
+    (after,) = await database.run(lambda c: load_tasks(c, ids=[contact.id]))
+    assert after.escalation_level == 2 and after.next_step_at is None
+    to = await database.run(lambda c: sorted(
+        r["recipient_id"] for r in c.execute(select(notifications)).mappings()
+        if r["task_id"] == contact.id and r["channel"] == "inbox"))
+    assert to == ["C1", "C1", "PM", "S1"]  # assigned, reminded, level 1, level 2
+
+
+async def test_two_schedulers_fire_each_step_exactly_once(database: Database,
+                                                         database_url: str) -> None:
+    """Two processes' schedulers racing over the same due rows, several times over."""
+    await setup(database)
+    await plan(database, await stay(database))
+    other = open_database(database_url)
+    late = T0 + timedelta(days=30)
+    try:
+        await asyncio.gather(*(db.write(lambda c: fire_due_steps(c, CTX, late, limit=2))
+                               for _ in range(6) for db in (database, other)))
+        await database.write(lambda c: fire_due_steps(c, CTX, late))
+    finally:
+        await other.dispose()
+    rows = await database.run(lambda c: list(c.execute(select(
+        task_history.c.task_id, task_history.c.action, task_history.c.detail))))
+    fired = [(t, a, (d or {}).get("step")) for t, a, d in rows if a in ("TaskReminded", "TaskEscalated")]
+    assert fired and len(fired) == len(set(fired))  # no step fired twice
+    active = [t for t in await tasks(database) if t.status in ("open", "claimed")]
+    assert all(t.next_step_at is None or t.next_step_at > late for t in active)  # all due fired
+
+
+async def test_a_cancelled_discharge_cancels_the_discharge_tasks(database: Database) -> None:
+    await setup(database)
+    await plan(database, await stay(database))
+    await plan(database, await transitions(database, [
+        adt("A13", "a3", patient_class="I", visit="V1", at=DISCHARGED + timedelta(hours=1))]))
+    by_type = {t.type: t for t in await tasks(database)}
+    assert by_type["post_discharge_contact"].status == "cancelled"
+    assert "EpisodeReopened" in by_type["post_discharge_contact"].cancel_reason
+
+
+async def test_an_opted_out_member_gets_no_outreach_tasks(database: Database) -> None:
+    await setup(database, opted_out=True)
+    await plan(database, await stay(database))
+    types = {t.type for t in await tasks(database)}
+    assert "post_discharge_contact" not in types and "contact_facility" in types
+
+
+async def test_claim_complete_and_reassign_are_recorded(database: Database) -> None:
+    await setup(database)
+    await plan(database, await stay(database))
+    (contact,) = [t for t in await tasks(database) if t.type == "post_discharge_contact"]
+    claimed = await database.write(lambda c: claim_task(c, contact.id, "C1", CTX, T0))
+    assert claimed.status == "claimed"
+    with pytest.raises(CommandError, match="not reached"):
+        await database.write(lambda c: complete_task(c, contact.id, "C1", {"attempts": [
+            {"at": "2026-03-03T10:00:00-05:00", "result": "no_answer"}]}, CTX, T0))
+    moved = await database.write(lambda c: reassign_task(c, contact.id, "S1", "C2", "cover", CTX, T0))
+    assert moved.assignee_id == "C2"
+    done = await database.write(lambda c: complete_task(c, contact.id, "C2", {"attempts": [
+        {"at": "2026-03-03T10:00:00-05:00", "result": "reached"}]}, CTX, T0))
+    assert done.status == "done" and done.next_step_at is None
+    actions = [(h["action"], h["actor"]) for h in await database.run(lambda c: history(c, contact.id))]
+    assert actions == [("TaskCreated", "system"), ("TaskClaimed", "C1"), ("TaskReassigned", "S1"),
+                       ("TaskCompleted", "C2")]
+
+
+async def test_scheduling_the_visit_creates_the_reminder_and_pins_due_dates(
+        database: Database) -> None:
+    await setup(database)
+    await plan(database, await stay(database))
+    by_type = {t.type: t for t in await tasks(database)}
+    visit = DISCHARGED + timedelta(days=5)
+    await database.write(lambda c: complete_task(
+        c, by_type["schedule_follow_up_visit"].id, "C1", {"visit_at": visit.isoformat()}, CTX, T0))
+    after = {t.type: t for t in await tasks(database)}
+    assert after["appointment_reminder"].due_at.astimezone(dt.UTC) == visit - timedelta(days=1)
+    assert after["medication_reconciliation"].due_at.astimezone(dt.UTC) == visit
