@@ -54,3 +54,8 @@ TRANSITIONS_LATENCY = Histogram(
     "transcare_transitions_latency_seconds", "From receipt of the message to its episode commit",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+FOLLOWUP_ERRORS = Counter("transcare_followup_errors_total",
+                          "Follow-up events that could not be planned, by reason", ["reason"])
+LADDER_STEPS = Counter("transcare_ladder_steps_total",
+                       "Reminders and escalations fired by the follow-up scheduler")
+TASK_CHANGES = Counter("transcare_task_changes_total", "Task changes made by the planner")

@@ -86,6 +86,7 @@ class Settings:
     smtp_username: str = ""
     smtp_password: str = ""
     webhook_secret: str = ""  # HMAC-SHA256 key for webhook signatures
+    scheduler_interval_s: float = 5.0  # how often the follow-up scheduler looks for due steps
     facilities: Mapping[str, FacilitySettings] = field(default_factory=dict)
 
     @property
@@ -192,6 +193,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_SMTP_USERNAME": ("smtp_username", str),
     "TRANSCARE_SMTP_PASSWORD": ("smtp_password", str),
     "TRANSCARE_WEBHOOK_SECRET": ("webhook_secret", str),
+    "TRANSCARE_SCHEDULER_INTERVAL": ("scheduler_interval_s", float),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,9 +21,14 @@ import structlog
 
 from adt_listener.normaliser import Normalised, location, normalise
 from adt_listener.store import SqlAlchemyMessageStore
-from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW, ALL_TOPICS
+from followup.notify.dispatcher import Dispatcher
+from followup.notify.senders import senders_from_settings
+from followup.rules import RuleError
+from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW, ALL_TOPICS, EPISODES
 from transcare import metrics
 from transcare.db.database import Database, open_database
+from transcare.followup_agent import decode as decode_episode_events
+from transcare.followup_agent import followup_context, plan, schedule
 from transcare.kafka import KafkaPublisher, ensure_topics
 from transcare.outbox import OutboxPublisher
 from transcare.settings import Settings
@@ -54,7 +60,54 @@ def create_app(settings: Settings) -> faust.App:
     shared: dict[str, Any] = {}
     _normaliser(app, settings, shared)
     _transitions(app, settings, shared)
+    _followup(app, settings, shared)
     return app
+
+
+def _wake(shared: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if name in shared:
+            shared[name].wake()
+
+
+def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
+    """transitions.episodes.v1 -> tasks (database) + outbox -> followup.tasks.v1 and
+    followup.notifications.v1; the ladder scheduler; the notification dispatcher."""
+    episodes = app.topic(EPISODES.name, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+    ctx = followup_context(settings)  # a bad rule file stops the worker here, naming the rule
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.agent(episodes, name="followup-planner")
+    async def planner(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
+            changes = await plan(_database(settings, shared), decode_episode_events(
+                [e.value for e in batch]), ctx)
+            if changes:
+                metrics.TASK_CHANGES.inc(changes)
+                _wake(shared, "outbox", "dispatcher")
+
+    @app.timer(settings.scheduler_interval_s)  # type: ignore[untyped-decorator]
+    async def scheduler() -> None:
+        try:
+            fired = await schedule(_database(settings, shared), ctx, holder)
+        except Exception as exc:
+            log.warning("followup.scheduler_failed", error=type(exc).__name__)
+            return
+        if fired:
+            _wake(shared, "outbox", "dispatcher")
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def dispatch_notifications() -> None:
+        senders = senders_from_settings(settings)
+        shared["dispatcher"] = Dispatcher(_database(settings, shared), senders, holder)
+        try:
+            await shared["dispatcher"].run()
+        finally:
+            for sender in senders.values():
+                close = getattr(sender, "aclose", None)
+                if close is not None:
+                    await close()
 
 
 def _database(settings: Settings, shared: dict[str, Any]) -> Database:
@@ -75,8 +128,7 @@ def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> 
     async def transitions(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
             await handle(_database(settings, shared), decode([e.value for e in batch]), config)
-            if "outbox" in shared:
-                shared["outbox"].wake()
+            _wake(shared, "outbox")
 
     @app.task  # type: ignore[untyped-decorator]
     async def publish_outbox() -> None:
@@ -95,8 +147,8 @@ def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> 
         except Exception as exc:
             log.warning("transitions.stale_sweep_failed", error=type(exc).__name__)
             return
-        if flagged and "outbox" in shared:
-            shared["outbox"].wake()
+        if flagged:
+            _wake(shared, "outbox")
 
 
 def _normaliser(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
@@ -172,11 +224,15 @@ def run(settings: Settings) -> int:
     from transcare.processes import _use_uvloop
 
     _use_uvloop()
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except RuleError as exc:
+        print(f"transcare worker: rule table: {exc}", file=sys.stderr)
+        return 2
     worker = faust.Worker(app, loglevel=settings.log_level if settings.log_level == "DEBUG" else "WARNING",
                           quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal progress spinner has no place in a service's logs
-    print(f"worker consuming {ADT_RAW.name} and {ADT_EVENTS.name} from {settings.bootstrap}",
-          flush=True)
+    print(f"worker consuming {ADT_RAW.name}, {ADT_EVENTS.name} and {EPISODES.name} from "
+          f"{settings.bootstrap}", flush=True)
     worker.execute_from_commandline()
     return 0

@@ -15,11 +15,13 @@ from pydantic import BaseModel
 from adt_listener.store import SqlAlchemyMessageStore, StoredMessage
 from transcare import __version__
 from transcare.db.database import Database, open_database, ping
+from transcare.followup_agent import followup_context
 from transcare.settings import Settings
 from transcare.web.dashboard import render_dashboard
 from transcare.web.directory_api import directory_router
 from transcare.web.episodes_api import episodes_router
 from transcare.web.metrics_view import render_metrics
+from transcare.web.tasks_api import tasks_router
 from transitions.episode_queries import stream_stats
 
 Status = Literal["accepted", "processed", "deadlettered", "rejected"]
@@ -73,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Transitional-care service: ADT ingest, episodes, follow-up.")
     app.include_router(directory_router(db))
     app.include_router(episodes_router(db))
+    app.include_router(tasks_router(db, followup_context(settings)))
 
     @app.get("/api/messages", response_model=list[MessageOut], tags=["messages"])
     async def list_messages(

@@ -6,7 +6,7 @@ Episodes carry PHI (identifiers, clinical times): every view is written to the a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -14,7 +14,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
+from followup.task_store import find_tasks
 from transcare.db.database import Database
+from transcare.web.tasks_api import task_out
 from transitions.episode import Episode
 from transitions.episode_queries import find_episodes, find_reviews, get_episode, member_identifiers, timeline
 
@@ -76,7 +78,7 @@ class EpisodeDetailOut(EpisodeOut):
     diagnoses: list[str]
     kind_history: list[str]
     timeline: list[TimelineLine]
-    tasks: list[dict[str, Any]]  # follow-up tasks (filled by the follow-up stage)
+    tasks: list[dict[str, Any]]  # its follow-up tasks, as in GET /api/tasks
 
 
 class ReviewOut(BaseModel):
@@ -131,6 +133,8 @@ def episodes_router(db: Database) -> APIRouter:
     async def show_episode(episode_id: str, request: Request) -> EpisodeDetailOut:
         """One episode with its flags, diagnoses, timeline (clinical time order of recording)
         and its follow-up tasks."""
+        now = datetime.now(UTC)
+
         def read(conn: Connection) -> EpisodeDetailOut | None:
             e = get_episode(conn, episode_id)
             if e is None:
@@ -140,7 +144,8 @@ def episodes_router(db: Database) -> APIRouter:
                      for r in timeline(conn, episode_id)]
             return EpisodeDetailOut(
                 **_out(e, member_identifiers(conn, [e.member_id])), diagnoses=list(e.diagnoses),
-                kind_history=list(e.kind_history), timeline=lines, tasks=[],
+                kind_history=list(e.kind_history), timeline=lines,
+                tasks=[task_out(t, now) for t in find_tasks(conn, episode_id=episode_id, limit=1000)],
                 flag_details=[FlagOut(name=f.name, raised_at=f.raised_at, detail=dict(f.detail))
                               for f in e.flags])
 

@@ -1,0 +1,99 @@
+"""The follow-up stage of the worker: episode events to tasks, the scheduler, the dispatcher.
+
+Thin adapters around :mod:`followup.service`: decode, plan a batch in one transaction, wake the
+outbox publisher and the notification dispatcher. The scheduler runs in one worker at a time
+(a database lease) and claims the due rows it fires, so a rebalance or a second worker never
+fires a step twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+
+from followup.calendar import ProgramCalendar
+from followup.rules_loader import program_rules
+from followup.service import FollowupContext, fire_due_steps, plan_batch
+from schemas.episode_event import EpisodeEvent
+from transcare import metrics
+from transcare.db.database import Database
+from transcare.db.leases import acquire
+from transcare.settings import Settings
+
+log = structlog.get_logger("transcare.followup")
+T = TypeVar("T")
+SCHEDULER_LEASE = "followup-scheduler"
+
+
+def followup_context(settings: Settings) -> FollowupContext:
+    """Rules (the program's file or the default table) and the program calendar.
+
+    Raises:
+        RuleError: the rule file is invalid (the message names the rule and the field).
+    """
+    return FollowupContext(
+        rules=program_rules(settings.rules_file),
+        calendar=ProgramCalendar(settings.program_time_zone, settings.program_closures),
+        delegation=settings.delegation_enabled, public_url=settings.public_url)
+
+
+def decode(values: Sequence[bytes]) -> list[EpisodeEvent]:
+    events = []
+    for value in values:
+        try:
+            events.append(EpisodeEvent.model_validate_json(value))
+        except ValidationError as exc:
+            metrics.FOLLOWUP_ERRORS.labels("undecodable").inc()
+            log.error("followup.undecodable_event", errors=exc.error_count())
+    return events
+
+
+async def plan(db: Database, events: Sequence[EpisodeEvent], ctx: FollowupContext) -> int:
+    """Plan a batch; on failure, each event alone, logging (never dropping silently) the ones
+    that still fail."""
+    if not events:
+        return 0
+    try:
+        return await _retrying(db, lambda c: plan_batch(c, events, ctx, datetime.now(UTC)))
+    except Exception as exc:
+        log.warning("followup.batch_failed", size=len(events), error=type(exc).__name__)
+    total = 0
+    for event in events:
+        try:
+            total += await _retrying(db, lambda c, e=event: plan_batch(  # type: ignore[misc]
+                c, [e], ctx, datetime.now(UTC)))
+        except Exception as exc:
+            metrics.FOLLOWUP_ERRORS.labels("plan_failed").inc()
+            log.error("followup.event_failed", event_id=event.event_id, error=type(exc).__name__)
+    return total
+
+
+async def schedule(db: Database, ctx: FollowupContext, holder: str,
+                   clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> int:
+    """One scheduler sweep if this worker holds the lease: fire every due ladder step."""
+    now = clock()
+    if not await db.write(lambda c: acquire(c, SCHEDULER_LEASE, holder, now, timedelta(seconds=30))):
+        return 0
+    fired = await _retrying(db, lambda c: fire_due_steps(c, ctx, now))
+    if fired:
+        metrics.LADDER_STEPS.inc(fired)
+    return fired
+
+
+async def _retrying(db: Database, fn: Callable[[Connection], T]) -> T:
+    started = time.monotonic()
+    while True:
+        try:
+            return await db.write(fn)
+        except OperationalError as exc:
+            log.warning("followup.database_unavailable", error=type(exc.orig).__name__,
+                        waited=round(time.monotonic() - started, 1))
+            await asyncio.sleep(1.0)
