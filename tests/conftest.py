@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.receivers import Receiver, SmtpServer, run_receiver, run_smtp
 from transcare.broker import EmbeddedBroker, free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +127,16 @@ def service(tmp_path: Path, broker: EmbeddedBroker) -> Iterator[Service]:
 @pytest.fixture
 def broker_bootstrap(broker: EmbeddedBroker) -> str:
     return broker.bootstrap
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free port, keeping what it receives."""
+    yield from run_smtp()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP webhook receiver (uvicorn) on a free port, keeping what it receives."""
+    async for rec in run_receiver():
+        yield rec

@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
-import uvicorn
-from aiosmtpd.controller import Controller
 from sqlalchemy import insert, select
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from followup.notify.content import Notice, task_link
@@ -40,7 +30,7 @@ from followup.notify.dispatcher import (
 )
 from followup.notify.senders import Sender, SmtpSender, WebhookSender
 from followup.notify.signing import verify
-from transcare.broker import free_port
+from tests.receivers import Receiver, SmtpServer
 from transcare.db.database import Database
 from transcare.db.tables import notifications, staff
 
@@ -58,95 +48,6 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-# --- the real servers ----------------------------------------------------------------------------
-
-class Mailbox:
-    """aiosmtpd handler: keeps each message; refuses recipients whose name starts 'refuse'."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
-        if address.startswith("refuse"):
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted for delivery"
-
-
-@dataclass
-class SmtpServer:
-    port: int
-    mailbox: Mailbox
-    controller: Controller
-    running: bool = True
-
-    def stop(self) -> None:
-        if self.running:
-            self.controller.stop()
-            self.running = False
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    server = SmtpServer(port, mailbox, controller)
-    yield server
-    server.stop()
-
-
-@dataclass
-class Receiver:
-    """The webhook receiver's record: (headers, body) per request; fails the first
-    ``fail_next`` requests with ``fail_status``, and always answers 404 under /gone/."""
-
-    port: int = 0
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    fail_next: int = 0
-    fail_status: int = 500
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hook/{name}"
-
-    async def hook(self, request: Request) -> Response:
-        self.requests.append((dict(request.headers), await request.body()))
-        if self.fail_next > 0:
-            self.fail_next -= 1
-            return Response(status_code=self.fail_status)
-        return Response(status_code=204)
-
-    async def gone(self, request: Request) -> Response:
-        return Response(status_code=404)
-
-    def keys(self) -> list[str]:
-        return [h["idempotency-key"] for h, _ in self.requests]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = Starlette(routes=[Route("/hook/{name}", rec.hook, methods=["POST"]),
-                            Route("/gone/{name}", rec.gone, methods=["POST"])])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    rec.port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield rec
-    server.should_exit = True
-    await task
-    sock.close()
 
 
 @pytest.fixture

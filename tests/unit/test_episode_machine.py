@@ -289,6 +289,14 @@ def test_death_without_a_visit_closes_every_open_episode() -> None:
     assert sorted(result.summary()) == ["ed/closed", "inpatient/closed"]
 
 
+def test_death_on_an_old_visit_closes_the_open_episodes_too() -> None:
+    result = run(adt("A01", "V1"), adt("A03", "V1", at=T0 + days(2)),
+                 adt("A04", "V2", cls="E", facility=OTHER, at=T0 + days(30)),
+                 adt("A08", "V1", died=True, at=T0 + days(31)))
+    assert result.summary() == ["inpatient/closed", "ed/closed"]
+    assert [c.type for c in result.emitted[-1]] == ["EpisodeClosed", "FlagRaised"] * 2
+
+
 def test_discharge_of_a_cancelled_visit_is_ignored() -> None:
     result = run(adt("A01"), adt("A11", at=T0 + hours(1)), adt("A03", at=T0 + days(1)))
     assert (result.last_outcome, result.only.status) == ("ignored", "cancelled")
