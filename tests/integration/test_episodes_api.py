@@ -12,15 +12,23 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from followup.calendar import ProgramCalendar
+from followup.rules_loader import default_rules
+from followup.service import FollowupContext, plan_batch
+from schemas.episode_event import EpisodeEvent
 from tests.adt_builders import T0, adt
 from transcare.db.database import open_database
 from transcare.db.migrate import upgrade
+from transcare.db.tables import outbox
 from transcare.settings import Settings
 from transcare.web.app import create_app
 from transitions.directory_store import SqlAlchemyDirectory
 from transitions.model import Member, MemberIdentifier, StaffMember
 from transitions.processor import Config, process_batch
+
+CTX = FollowupContext(default_rules(), ProgramCalendar("America/New_York"))
 
 EVENTS = [
     adt("A04", "e1", visit="V1", at=T0),  # M1: ED visit, then discharged home
@@ -49,8 +57,14 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         Member("M3", "SMITH", "ANN", dt.date(1970, 7, 7), "F", "", "", (), "low", "C1"),
         Member("M4", "SMITH", "ANN", dt.date(1970, 7, 7), "F", "", "", (), "low", "C1"),
     ])
-    await directory.upsert_staff([StaffMember("C1", "Coord", "care_coordinator", "north")])
+    await directory.upsert_staff([StaffMember("C1", "Coord", "care_coordinator", "north", "S1"),
+                                  StaffMember("C2", "Two", "care_coordinator", "north", "S1"),
+                                  StaffMember("A1", "Ally", "allied", "north", "S1"),
+                                  StaffMember("S1", "Sup", "supervisor", "north")])
     await db.write(lambda c: process_batch(c, EVENTS, Config(), T0 + timedelta(days=6)))
+    episode_events = await db.run(lambda c: [EpisodeEvent.model_validate_json(p) for (p,) in c.execute(
+        select(outbox.c.payload).where(outbox.c.topic == "transitions.episodes.v1").order_by(outbox.c.id))])
+    await db.write(lambda c: plan_batch(c, episode_events, CTX, T0))
     await db.dispose()
     app = create_app(Settings(data_dir=tmp_path, database_url=url))
     async with app.router.lifespan_context(app):
@@ -80,9 +94,10 @@ async def test_one_episode_with_its_timeline(client: httpx.AsyncClient) -> None:
                                                         "kind": "ed"})).json()
     detail = (await client.get(f"/api/episodes/{ed['id']}")).json()
     assert [line["type"] for line in detail["timeline"]] == [
-        "EpisodeOpened", "CoordinatorAssigned", "PatientDischarged"]
+        "EpisodeOpened", "CoordinatorAssigned", "PatientDischarged", "TaskCreated", "TaskCreated"]
     assert detail["timeline"][0]["source_id"] == "GENHOSP|e1"
-    assert detail["tasks"] == [] and detail["visit_numbers"] == ["V1"]
+    assert {t["type"] for t in detail["tasks"]} == {"contact_facility", "post_ed_contact"}
+    assert detail["visit_numbers"] == ["V1"]
     missing = await client.get("/api/episodes/ep-nope")
     assert missing.status_code == 404 and "ep-nope" in missing.json()["detail"]
 
@@ -99,5 +114,42 @@ async def test_metrics_and_ops_page_show_episode_figures(client: httpx.AsyncClie
     assert 'transcare_episodes_open{kind="ed"} 1' in text
     assert "transcare_match_reviews_pending 1" in text
     assert "transcare_roster_members 4" in text
+    assert 'transcare_tasks{state="open"}' in text
+    assert 'transcare_notifications{channel="inbox",status="delivered"}' in text
     page = (await client.get("/")).text
-    assert "open ED visits" in page and "match reviews pending" in page
+    assert "open ED visits" in page and "match reviews pending" in page and "tasks overdue" in page
+
+
+async def test_tasks_list_filters_and_the_episode_shows_its_tasks(client: httpx.AsyncClient) -> None:
+    mine = (await client.get("/api/tasks", params={"assignee": "C1"})).json()
+    assert mine and {t["assignee"] for t in mine} == {"C1"}
+    assert [t["due_at"] for t in mine] == sorted(t["due_at"] for t in mine)
+    overdue = (await client.get("/api/tasks", params={"overdue": "true"})).json()
+    assert all(t["overdue"] for t in overdue) and overdue  # T0 is long past
+    one = mine[0]
+    detail = (await client.get(f"/api/episodes/{one['episode_id']}")).json()
+    assert one["id"] in {t["id"] for t in detail["tasks"]}
+    shown = (await client.get(f"/api/tasks/{one['id']}")).json()
+    assert [h["action"] for h in shown["history"]] == ["TaskCreated"]
+
+
+async def test_task_commands_answer_404_409_and_422(client: httpx.AsyncClient) -> None:
+    (task,) = [t for t in (await client.get("/api/tasks", params={"assignee": "C1"})).json()
+               if t["type"] == "post_ed_contact"][:1]
+    assert (await client.post("/api/tasks/t-nope/claim", json={"by": "C1"})).status_code == 404
+    assert (await client.post(f"/api/tasks/{task['id']}/claim", json={"by": "NOBODY"})).status_code == 404
+    wrong = await client.post(f"/api/tasks/{task['id']}/claim", json={"by": "S1"})
+    assert wrong.status_code == 409 and "S1 is supervisor" in wrong.json()["detail"]
+    claimed = await client.post(f"/api/tasks/{task['id']}/claim", json={"by": "C1"})
+    assert claimed.status_code == 200 and claimed.json()["status"] == "claimed"
+    bad = await client.post(f"/api/tasks/{task['id']}/complete",
+                            json={"by": "C1", "outcome": {"attempts": [{"at": "soon", "result": "reached"}]}})
+    assert bad.status_code == 422 and "attempts[1].at" in bad.json()["detail"]
+    moved = await client.post(f"/api/tasks/{task['id']}/reassign",
+                              json={"by": "S1", "to": "C2", "reason": "cover"})
+    assert moved.json()["assignee"] == "C2"
+    done = await client.post(f"/api/tasks/{task['id']}/complete", json={"by": "C2", "outcome": {
+        "attempts": [{"at": "2026-03-03T10:00:00-05:00", "result": "reached"}]}})
+    assert done.json()["status"] == "done"
+    notes = (await client.get("/api/inbox", params={"staff_id": "C2"})).json()
+    assert any(n["kind"] == "task_reassigned" and n["task_id"] == task["id"] for n in notes)

@@ -6,13 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
+from sqlalchemy.engine import Connection
 
 from adt_listener.store import SqlAlchemyMessageStore, StoredMessage
+from followup.notify.store import delivery_counts
+from followup.task_store import count_tasks
 from transcare import __version__
 from transcare.db.database import Database, open_database, ping
 from transcare.followup_agent import followup_context
@@ -109,7 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         """Prometheus text format: every process's metrics plus store-derived gauges."""
         body, content_type = render_metrics(await store.backlog(), await store.count_by_status(),
-                                            await db.run(stream_stats))
+                                            await db.run(ops_stats))
         return PlainTextResponse(body, media_type=content_type)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -118,9 +121,15 @@ def create_app(settings: Settings) -> FastAPI:
         recent = await store.find(limit=15, status="rejected")
         dead = await store.find(limit=15, status="deadlettered")
         return HTMLResponse(render_dashboard(counts, await store.backlog(), recent + dead,
-                                             await db.run(stream_stats)))
+                                             await db.run(ops_stats)))
 
     return app
+
+
+def ops_stats(conn: Connection) -> dict[str, Any]:
+    """Counts for the ops page and /metrics: episodes, tasks, notification deliveries."""
+    return {**stream_stats(conn), "tasks": count_tasks(conn, datetime.now(UTC)),
+            "notifications": delivery_counts(conn)}
 
 
 async def _database_ok(db: Database) -> str:

@@ -55,7 +55,23 @@ def _episode_cards(stats: dict[str, Any] | None) -> str:
         _card("episode events unpublished", stats["outbox_backlog"], bad=stats["outbox_backlog"] > 1000),
         _card("members enrolled", stats["enrolled"]),
     ])
-    return f'<h2>Transition episodes</h2><div class="cards">{cards}</div>'
+    html = f'<h2>Transition episodes</h2><div class="cards">{cards}</div>'
+    return html + _task_cards(stats)
+
+
+def _task_cards(stats: dict[str, Any]) -> str:
+    if "tasks" not in stats:
+        return ""
+    tasks, notes = stats["tasks"], stats["notifications"]
+    failed = sum(n for (channel, status), n in notes.items() if status in ("failed", "dead"))
+    cards = "".join([
+        _card("tasks open", tasks.get("open", 0)),
+        _card("tasks claimed", tasks.get("claimed", 0)),
+        _card("tasks overdue", tasks.get("overdue", 0), bad=True),
+        _card("tasks escalated", tasks.get("escalated", 0), bad=True),
+        _card("deliveries failing", failed, bad=True),
+    ])
+    return f'<h2>Follow-up work</h2><div class="cards">{cards}</div>'
 
 
 def render_dashboard(counts: dict[str, int], backlog: int,

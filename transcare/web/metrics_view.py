@@ -31,8 +31,21 @@ def render_metrics(backlog: int, by_status: dict[str, int],
     lines += [f'transcare_messages_stored{{status="{s}"}} {n}' for s, n in sorted(by_status.items())]
     if stats is not None:
         lines += _episode_lines(stats)
+        if "tasks" in stats:
+            lines += _followup_lines(stats)
     body = generate_latest(_registry()).decode("utf-8") + "\n".join(lines) + "\n"
     return body, CONTENT_TYPE_LATEST
+
+
+def _followup_lines(stats: dict[str, Any]) -> list[str]:
+    lines = ["# HELP transcare_tasks Follow-up tasks: open, claimed, overdue, escalated",
+             "# TYPE transcare_tasks gauge"]
+    lines += [f'transcare_tasks{{state="{k}"}} {v}' for k, v in sorted(stats["tasks"].items())]
+    lines += ["# HELP transcare_notifications Notifications by channel and delivery status",
+              "# TYPE transcare_notifications gauge"]
+    lines += [f'transcare_notifications{{channel="{c}",status="{s}"}} {n}'
+              for (c, s), n in sorted(stats["notifications"].items())]
+    return lines
 
 
 def _episode_lines(stats: dict[str, Any]) -> list[str]:
