@@ -2,7 +2,8 @@
 
 Processors write events into the ``outbox`` table in their own transaction. One publisher at
 a time (a database lease, so several workers never interleave one member's events) sends the
-unpublished rows in id order and marks them published. A crash between the send and the mark
+unpublished rows in id order and marks them published; rows published more than a week ago
+are deleted (the topics hold them). A crash between the send and the mark
 sends those rows again: delivery is at least once, and every event carries a deterministic
 ``event_id`` for consumers to drop the repeat.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -46,6 +48,13 @@ def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=now))
 
 
+def prune(conn: Connection, before: datetime) -> int:
+    """Delete rows published before ``before`` (the topics hold them from then on)."""
+    c = outbox.c
+    return int(conn.execute(outbox.delete().where(c.published_at.is_not(None),
+                                                  c.published_at < before)).rowcount or 0)
+
+
 def backlog(conn: Connection) -> int:
     c = outbox.c
     return int(conn.execute(select(func.count()).where(c.published_at.is_(None))).scalar_one())
@@ -63,10 +72,12 @@ class OutboxPublisher:
 
     def __init__(self, db: Database, publisher: Publisher, holder: str,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), batch: int = 1000,
-                 poll_s: float = 0.1, lease_ttl: timedelta = timedelta(seconds=10)) -> None:
+                 poll_s: float = 0.1, lease_ttl: timedelta = timedelta(seconds=10),
+                 retention: timedelta = timedelta(days=7)) -> None:
         self._db, self._publisher, self._holder, self._clock = db, publisher, holder, clock
-        self._batch, self._poll, self._ttl = batch, poll_s, lease_ttl
+        self._batch, self._poll, self._ttl, self._retention = batch, poll_s, lease_ttl, retention
         self._wake = asyncio.Event()
+        self._pruned_at = 0.0
 
     def wake(self) -> None:
         """New rows were committed here: publish without waiting for the next poll."""
@@ -87,6 +98,14 @@ class OutboxPublisher:
         await self._db.write(lambda c: mark_published(c, ids, self._clock()))
         return len(rows)
 
+    async def prune_once(self) -> int:
+        """Drop rows published longer ago than the retention (at most every 10 minutes)."""
+        if time.monotonic() - self._pruned_at < 600:
+            return 0
+        self._pruned_at = time.monotonic()
+        before = self._clock() - self._retention
+        return await self._db.write(lambda c: prune(c, before))
+
     async def run(self) -> None:
         """Publish until cancelled; failures are logged and retried with backoff."""
         delay = self._poll
@@ -94,6 +113,7 @@ class OutboxPublisher:
             while True:
                 try:
                     sent = await self.publish_once()
+                    await self.prune_once()
                     delay = self._poll
                 except Exception as exc:  # broker or database down: retry, never drop
                     metrics.OUTBOX_ERRORS.inc()
