@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint typecheck bench clean
+.PHONY: up test browser lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,25 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/transcare up --data-dir $${TRANSCARE_DATA_DIR:-./data}
 
-## test: lint, type-check and run the whole test suite
-test: lint typecheck
+## test: lint, type-check and run the whole test suite (the page tests need the browser)
+test: browser lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## browser: Debian's Chromium for the page tests (tests/integration/test_pages.py), installed
+## with apt-get when it is missing (as root, or through sudo). Never a browser download of its own.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
+	else echo "make browser: $(CHROMIUM) is missing; install Debian's chromium as root:" \
+	  "apt-get install -y --no-install-recommends chromium" >&2; exit 1; fi; \
+	echo "make browser: installing Debian's chromium (apt-get)"; \
+	{ $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+	|| { echo "make browser: apt-get could not install chromium; as root run:" \
+	  "apt-get install -y --no-install-recommends chromium" >&2; exit 1; }; \
+	[ -x $(CHROMIUM) ] || { echo "make browser: chromium installed but $(CHROMIUM) is missing" >&2; exit 1; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -24,7 +24,7 @@ def fire_due(task: Task, now: datetime) -> tuple[Task, list[TaskChange]]:
         if step.action == "remind":
             task = replace(task, next_step=task.next_step + 1)
             changes.append(TaskChange("TaskReminded", task.id, step.at, "system",
-                                      f"reminder: {task.title} due {task.due_at.isoformat()}",
+                                      f"reminder: due {task.due_at.isoformat()}",
                                       detail))
         else:
             task = replace(task, next_step=task.next_step + 1,

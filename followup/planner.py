@@ -76,7 +76,7 @@ def create(fact: Facts, ctx: PlanContext, current: Mapping[str, Task], result: P
         if task is not None:
             ctx.load[task.assignee_id] += 1
             result.put(task, TaskChange("TaskCreated", task.id, task.clinical_at, "system",
-                                        f"{task.title}: due {task.due_at.isoformat()}",
+                                        f"created, due {task.due_at.isoformat()}",
                                         {"rule_id": rule.id, "assignment_reason": task.assignment_reason}))
 
 

@@ -91,8 +91,10 @@ def _recipients(change: TaskChange, task: Task, staff: Mapping[str, StaffMember]
 
 
 def _notice(kind: Kind, task: Task, change: TaskChange, ctx: FollowupContext, event_id: str) -> Notice:
+    level = int(change.detail.get("level", task.escalation_level)) if kind == "task_escalated" \
+        else task.escalation_level  # a catch-up sweep fires several levels at once
     return Notice(kind=kind, task_id=task.id, episode_id=task.episode_id, task_type=task.type,
-                  title=task.title, due_at=task.due_at, escalation_level=task.escalation_level,
+                  title=task.title, due_at=task.due_at, escalation_level=level,
                   priority=task.priority, link=task_link(ctx.public_url, task.id),
                   time_zone=str(ctx.calendar.zone), event_id=event_id)
 

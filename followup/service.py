@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
@@ -25,9 +26,11 @@ from followup.rules import RuleSet
 from followup.task import Task, TaskChange
 from followup.task_store import claim_due, load_tasks, save_tasks, workload
 from schemas.episode_event import EpisodeEvent
-from transcare.db.tables import planned_events
+from transcare.db.tables import episodes, planned_events
 from transitions.directory_store import load_staff
 from transitions.model import StaffMember
+
+log = structlog.get_logger("transcare.followup")
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,19 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
     ids = list({e.event_id for e in events})
     done = set(conn.execute(select(planned_events.c.event_id)
                             .where(planned_events.c.event_id.in_(ids))).scalars())
+    known = set(conn.execute(select(episodes.c.id).where(
+        episodes.c.id.in_({e.episode_id for e in events}))).scalars())
     staff = staff_directory(conn)
     pctx = PlanContext(ctx.rules, ctx.calendar, staff, Counter(workload(conn)), ctx.delegation)
     count = 0
     for event in events:
         if event.event_id in done:
+            continue
+        if event.episode_id not in known:
+            # Not this database's episode (the transitions stage commits an episode before its
+            # events are published): a worker pointed at another deployment's topics.
+            log.warning("followup.unknown_episode", event_id=event.event_id,
+                        episode_id=event.episode_id)
             continue
         done.add(event.event_id)
         result = plan(event, _existing(conn, event), pctx)

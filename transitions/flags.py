@@ -17,6 +17,7 @@ from transitions.risk import lace_or_none
 from transitions.state import PatientState
 
 READMISSION_KINDS = ("inpatient", "observation")
+DISCHARGE_FLAGS: tuple[FlagName, ...] = ("left_ama", "expired")  # taken back when a stay reopens
 
 
 def raise_flag(state: PatientState, episode: Episode, name: FlagName, at: datetime,

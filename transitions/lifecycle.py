@@ -10,12 +10,11 @@ from typing import Any
 from transitions.attribution import responsible_coordinator
 from transitions.clinical import EXPIRED_DISPOSITION, POST_ACUTE_SERVICES, PSYCH_SERVICES, ClinicalEvent
 from transitions.episode import Episode
-from transitions.flags import discharge_lace, raise_flag
+from transitions.flags import DISCHARGE_FLAGS, discharge_lace, raise_flag
 from transitions.opening import open_episode
 from transitions.state import Outcome, PatientState
 
 LEFT_AMA = "07"  # PV1-36: left against medical advice
-_DISCHARGE_FLAGS = ("left_ama", "expired")
 
 
 def discharge(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
@@ -110,9 +109,17 @@ def class_change(state: PatientState, ev: ClinicalEvent, target: Episode | None)
         return "duplicate"
     episode = state.put(replace(target, kind=kind, kind_history=(*target.kind_history, target.kind),
                                 patient_class=ev.patient_class, last_event_at=ev.occurred_at))
+    episode = _relace(state, episode)
     state.emit("EpisodeUpdated", episode, ev.occurred_at, f"reclassified {target.kind} to {kind}",
                kind_from=target.kind, kind_to=kind, trigger=ev.trigger)
     return "applied"
+
+
+def _relace(state: PatientState, episode: Episode) -> Episode:
+    """After a change of kind: a discharged stay's LACE as the new kind has it (none for ED)."""
+    if episode.discharged_at is None and episode.lace is None:
+        return episode
+    return state.put(replace(episode, lace=discharge_lace(state, episode)))
 
 
 def update(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
@@ -151,8 +158,8 @@ def cancel_admit(state: PatientState, ev: ClinicalEvent, target: Episode | None)
     if target.status == "cancelled":
         return "duplicate"
     if target.kind_history and ev.visit_number and ev.visit_number in target.visit_numbers[1:]:
-        episode = state.put(replace(target, kind=target.kind_history[-1],
-                                    kind_history=target.kind_history[:-1]))
+        episode = _relace(state, state.put(replace(target, kind=target.kind_history[-1],
+                                                   kind_history=target.kind_history[:-1])))
         state.emit("EpisodeUpdated", episode, ev.occurred_at, "admission cancelled; visit goes on",
                    kind_from=target.kind, kind_to=episode.kind, trigger=ev.trigger)
         return "applied"
@@ -201,7 +208,7 @@ def cancel_discharge(state: PatientState, ev: ClinicalEvent, target: Episode | N
         return "ignored" if target is None else "duplicate"
     episode = state.put(replace(
         target, status="open", discharged_at=None, disposition="", discharged_to="", lace=None,
-        close_reason="", flags=tuple(f for f in target.flags if f.name not in _DISCHARGE_FLAGS),
+        close_reason="", flags=tuple(f for f in target.flags if f.name not in DISCHARGE_FLAGS),
         last_event_at=ev.occurred_at))
     state.emit("EpisodeReopened", episode, ev.occurred_at, "discharge cancelled (A13)",
                reason="cancel discharge (A13)", readmission=False,
@@ -223,10 +230,11 @@ def pause(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Out
 
 
 def expire(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> None:
-    """Death (PID-30 = Y or PV1-36 = 20): close the episode (every open one of the member when
-    the message names none) as expired; the coordinator and the supervisor are notified."""
-    victims = [target] if target is not None and target.counts else [
-        e for e in state.own_episodes() if e.is_active]
+    """Death (PID-30 = Y or PV1-36 = 20): close the message's episode and every open one of the
+    member as expired; the coordinator and the supervisor are notified."""
+    named = [target] if target is not None and target.counts else []
+    target_id = named[0].id if named else ""
+    victims = named + [e for e in state.own_episodes() if e.is_active and e.id != target_id]
     for episode in victims:
         if episode.status == "closed" and episode.close_reason == "expired":
             continue

@@ -9,7 +9,7 @@ from dataclasses import replace
 from transitions.attribution import responsible_coordinator
 from transitions.clinical import ClinicalEvent
 from transitions.episode import Episode, episode_id
-from transitions.flags import discharge_lace, history_flags
+from transitions.flags import DISCHARGE_FLAGS, discharge_lace, history_flags
 from transitions.state import Outcome, PatientState
 
 
@@ -22,9 +22,9 @@ def open_episode(state: PatientState, ev: ClinicalEvent, via: str) -> Episode | 
     if ev.kind is None:
         return None
     member = state.member
+    attribution = responsible_coordinator(member, state.staff, state.caseload, ev.occurred_at.date())
     admitted = ev.admitted_at or (None if via == "discharge" else ev.occurred_at)
     at = admitted or ev.occurred_at
-    attribution = responsible_coordinator(member, state.staff, state.caseload, at.date())
     episode = state.put(Episode(
         id=episode_id(ev.facility_key, ev.visit_number, member.member_id, ev.event_id),
         member_id=member.member_id, patient_identifier=ev.patient_identifier,
@@ -94,6 +94,8 @@ def _admit_existing(state: PatientState, ev: ClinicalEvent, episode: Episode) ->
     if ev.kind is not None and ev.kind != episode.kind and episode.is_active and \
             _convertible_kind(episode.kind, ev.kind):
         return _convert(state, ev, episode)
+    if _admitted_after_ed_discharge(episode, ev):
+        return _reopen_for_admission(state, ev, episode)
     admitted = ev.admitted_at or ev.occurred_at
     if episode.admitted_at is None and (episode.discharged_at is None or admitted <= episode.discharged_at):
         # a discharge that arrived first (no PV1-44): the late admission tells when it began
@@ -106,12 +108,32 @@ def _admit_existing(state: PatientState, ev: ClinicalEvent, episode: Episode) ->
     return "duplicate"
 
 
+def _admitted_after_ed_discharge(episode: Episode, ev: ClinicalEvent) -> bool:
+    """Some feeds discharge the ED part (A03) before they admit under the same visit number:
+    an admission at or after that discharge continues the visit as a stay."""
+    return (episode.status == "discharged" and episode.kind in ("ed", "observation")
+            and ev.kind is not None and _convertible_kind(episode.kind, ev.kind)
+            and episode.discharged_at is not None and ev.occurred_at >= episode.discharged_at)
+
+
+def _reopen_for_admission(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcome:
+    episode = state.put(replace(
+        episode, status="open", discharged_at=None, disposition="", discharged_to="", lace=None,
+        flags=tuple(f for f in episode.flags if f.name not in DISCHARGE_FLAGS)))
+    state.emit("EpisodeReopened", episode, ev.occurred_at, f"{episode.kind} discharge followed by "
+               "an admission under the same visit", reason="admitted after ED discharge",
+               readmission=False, trigger=ev.trigger)
+    return _convert(state, ev, episode)
+
+
 def _readmit_cancelled(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcome:
     """An admission recorded after the A11: the visit is real again, as this admission says
     (a placeholder left by an early A11 knows only what the A11 carried)."""
     assert ev.kind is not None
     episode = state.put(replace(
         episode, status="open", cancelled_at=None, close_reason="", kind=ev.kind,
+        discharged_at=None, disposition="", discharged_to="", lace=None,
+        flags=tuple(f for f in episode.flags if f.name not in DISCHARGE_FLAGS),
         patient_class=ev.patient_class, location=ev.location or episode.location,
         hospital_service=ev.hospital_service or episode.hospital_service,
         admission_type=ev.admission_type or episode.admission_type,

@@ -195,3 +195,13 @@ async def test_scheduling_the_visit_creates_the_reminder_and_pins_due_dates(
     after = {t.type: t for t in await tasks(database)}
     assert after["appointment_reminder"].due_at.astimezone(dt.UTC) == visit - timedelta(days=1)
     assert after["medication_reconciliation"].due_at.astimezone(dt.UTC) == visit
+
+
+async def test_an_episode_event_for_an_unknown_episode_plans_nothing(database: Database) -> None:
+    """Another deployment's event (same topic, other database) is skipped, not planned."""
+    await setup(database)
+    events = await stay(database)
+    foreign = [e.model_copy(update={"episode_id": "ep-elsewhere", "event_id": "X|" + e.event_id})
+               for e in events]
+    assert await plan(database, foreign) == 0
+    assert await tasks(database) == []

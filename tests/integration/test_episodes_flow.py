@@ -217,7 +217,8 @@ async def test_corpus_messages_make_the_expected_episodes_with_two_workers(
         assert {"open", "discharged"} <= {e[3] for e in expected}
         assert await episodes_in(db) == expected
         await outbox_drained(db)
-        ids = {json.loads(r[0])["event_id"] for r in await query(db, "SELECT payload FROM outbox")}
+        ids = {json.loads(r[0])["event_id"] for r in await query(
+            db, "SELECT payload FROM outbox WHERE topic = 'transitions.episodes.v1'")}
         keys = {f"M-{m.identifiers[0].value}".encode() for m in roster}
         seen = await read_events(broker.bootstrap, EPISODES.name, ids, keys=keys)
         assert set(seen) == ids
@@ -227,12 +228,20 @@ async def test_corpus_messages_make_the_expected_episodes_with_two_workers(
         await db.dispose()
 
 
-EPISODE_TABLES = ("episodes", "episode_visits", "episode_flags", "episode_timeline", "outbox",
-                  "match_reviews", "members", "member_identifiers")
+# What the transitions stage owns. The follow-up stage runs meanwhile (its scheduler fires the
+# ladders of these old, overdue tasks as time passes), so its timeline lines and outbox rows
+# are left out; its own replay guarantee is tested in tests/contract/test_followup_service.py.
+EPISODE_QUERIES = {
+    "episodes": "SELECT * FROM episodes", "episode_visits": "SELECT * FROM episode_visits",
+    "episode_flags": "SELECT * FROM episode_flags", "match_reviews": "SELECT * FROM match_reviews",
+    "members": "SELECT * FROM members", "member_identifiers": "SELECT * FROM member_identifiers",
+    "episode_timeline": "SELECT * FROM episode_timeline WHERE type NOT LIKE 'Task%'",
+    "outbox": "SELECT * FROM outbox WHERE topic = 'transitions.episodes.v1'",
+}
 
 
 async def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
-    return {t: sorted(await query(db, f"SELECT * FROM {t}"), key=repr) for t in EPISODE_TABLES}
+    return {name: sorted(await query(db, sql), key=repr) for name, sql in EPISODE_QUERIES.items()}
 
 
 async def replay_changes_nothing(svc: Service, db: Database, token: str,

@@ -120,16 +120,16 @@ async def test_a_discharge_reaches_the_coordinator_and_slipping_work_escalates(
         await client.close()
 
         async def escalated_twice() -> bool:
-            found = await rows(db, "SELECT escalation_level FROM tasks "
-                                   "WHERE type = 'post_discharge_contact'")
+            found = await rows(db, "SELECT escalation_level FROM tasks WHERE type = "
+                                   f"'post_discharge_contact' AND member_id = 'M-{token}'")
             return bool(found) and found[0]["escalation_level"] == 2
         await until("the contact task escalated to level 2", escalated_twice)
         await until("e-mails delivered", lambda: _mailed(smtp, 4))
         await until("webhooks delivered", lambda: _hooked(receiver, 2))
-        await check_ladder(db, smtp, receiver)
-        task_ids = {r["id"] for r in await rows(db, "SELECT id FROM tasks")}
+        await check_ladder(db, smtp, receiver, f"M-{token}")
+        task_ids = {r["id"] for r in await rows(db, f"SELECT id FROM tasks WHERE member_id = 'M-{token}'")}
         published = [json.loads(r["payload"]) for r in await rows(
-            db, "SELECT payload FROM outbox WHERE topic = 'followup.tasks.v1'")]
+            db, f"SELECT payload FROM outbox WHERE topic = 'followup.tasks.v1' AND key = 'M-{token}'")]
         assert {p["task_id"] for p in published} == task_ids
         seen = await read_events(broker.bootstrap, TASKS.name, {p["event_id"] for p in published},
                                  keys={f"M-{token}".encode()})
@@ -147,8 +147,9 @@ async def _hooked(receiver: Receiver, n: int) -> bool:
     return len(receiver.requests) >= n
 
 
-async def check_ladder(db: Database, smtp: SmtpServer, receiver: Receiver) -> None:
-    (task,) = await rows(db, "SELECT id FROM tasks WHERE type = 'post_discharge_contact'")
+async def check_ladder(db: Database, smtp: SmtpServer, receiver: Receiver, member: str) -> None:
+    (task,) = await rows(db, "SELECT id FROM tasks WHERE type = 'post_discharge_contact' "
+                             f"AND member_id = '{member}'")
     steps = [r["action"] for r in await rows(
         db, f"SELECT action FROM task_history WHERE task_id = '{task['id']}' ORDER BY id")]
     assert steps == ["TaskCreated", "TaskReminded", "TaskEscalated", "TaskEscalated"]  # once each

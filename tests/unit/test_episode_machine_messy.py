@@ -119,6 +119,12 @@ def test_reclassified_after_discharge_recomputes_lace() -> None:
     assert (reclassified.kind, reclassified.lace) == ("ed", None)
 
 
+def test_cancelled_admission_of_a_discharged_ed_stay_drops_lace() -> None:
+    result = run(adt("A04", "V1", cls="E"), adt("A01", "V2", at=T0 + hours(4)),
+                 adt("A03", "V2", at=T0 + days(2)), adt("A11", "V2", at=T0 + days(3)))
+    assert (result.only.kind, result.only.status, result.only.lace) == ("ed", "discharged", None)
+
+
 def test_cancel_before_admission_raises_no_flags() -> None:
     result = run(adt("A01", "V1", at=T0), adt("A03", "V1", at=T0 + days(2)),
                  adt("A11", "V2", occurred=T0 + days(5), at=T0 + days(5)))
@@ -422,7 +428,7 @@ _step: st.SearchStrategy[Step] = st.tuples(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_step, min_size=1, max_size=14))
 def test_random_sequences_keep_the_invariants(steps: list[Step]) -> None:
     state = new_state()
@@ -472,3 +478,13 @@ def test_discharge_without_pv1_or_evn_opens_and_discharges_at_msh_7() -> None:
     (ep,) = state.episodes.values()
     assert (ep.kind, ep.status, ep.admitted_at, ep.discharged_at) == (
         "inpatient", "discharged", None, T0 + days(2))
+
+
+def test_an_admission_after_the_ed_discharge_under_the_same_visit_continues_the_visit() -> None:
+    """Some feeds send A03 for the ED part, then A01 with the same PV1-19."""
+    result = run(adt("A04", "V1", cls="E", at=T0),
+                 adt("A03", "V1", cls="E", at=T0 + hours(5), disposition="09"),
+                 adt("A01", "V1", cls="I", at=T0 + hours(6)))
+    ep = result.only
+    assert (ep.kind, ep.status, ep.discharged_at, ep.kind_history) == ("inpatient", "open", None, ("ed",))
+    assert result.last_types == ["EpisodeReopened", "EpisodeUpdated"]

@@ -23,6 +23,7 @@ from transcare.settings import Settings
 from transcare.web.dashboard import render_dashboard
 from transcare.web.directory_api import directory_router
 from transcare.web.episodes_api import episodes_router
+from transcare.web.inbox import inbox_router
 from transcare.web.metrics_view import render_metrics
 from transcare.web.tasks_api import tasks_router
 from transitions.episode_queries import stream_stats
@@ -78,7 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Transitional-care service: ADT ingest, episodes, follow-up.")
     app.include_router(directory_router(db))
     app.include_router(episodes_router(db))
-    app.include_router(tasks_router(db, followup_context(settings)))
+    followup_ctx = followup_context(settings)
+    app.include_router(tasks_router(db, followup_ctx))
+    app.include_router(inbox_router(db, followup_ctx))
 
     @app.get("/api/messages", response_model=list[MessageOut], tags=["messages"])
     async def list_messages(

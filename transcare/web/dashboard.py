@@ -92,6 +92,7 @@ def render_dashboard(counts: dict[str, int], backlog: int,
 <h2>Latest rejects and dead letters</h2>
 <table><tr><th>id</th><th>received (UTC)</th><th>facility</th><th>control id</th><th>type</th>
 <th>ACK</th><th>status</th><th>reason</th></tr>{rows}</table>
-<p><a href="/metrics">Prometheus metrics</a> &middot; <a href="/api/messages">messages API</a>
+<p><a href="/inbox">coordinator inbox</a>
+&middot; <a href="/metrics">Prometheus metrics</a> &middot; <a href="/api/messages">messages API</a>
 &middot; <a href="/api/episodes">episodes API</a> &middot; <a href="/api/match-reviews">match reviews</a>
 &middot; <a href="/docs">API docs</a> &middot; <a href="/readyz">readiness</a></p></body></html>"""
