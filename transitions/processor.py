@@ -59,12 +59,20 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     candidates = _candidates(conn, todo, identifiers, owners)
     staff = {s.staff_id: s for s in load_staff(conn)}
     caseload = Counter(open_caseload(conn))
+    rows = []
+    born: dict[object, dict[str, Member]] = {}
+    for m in candidates.values():
+        born.setdefault(m.birth_date, {})[m.member_id] = m
     for event in todo:
-        found = match(identifiers[event.event_id], event_demographics(event), owners, candidates,
+        mine = {owners[i]: candidates[owners[i]] for i in identifiers[event.event_id]
+                if i in owners and owners[i] in candidates}
+        mine.update(born.get(event.patient.birth_date, {}) if event.patient.birth_date else {})
+        found = match(identifiers[event.event_id], event_demographics(event), owners, mine,
                       _day(event).date(), config.policy)
         outcome, member_id = _handle(conn, event, found, staff, caseload, config, now, result)
-        _record(conn, event, outcome, member_id, now)
+        rows.append(_processed_row(event, outcome, member_id, now))
         result.outcomes[(outcome, event.header.sending_facility or "")] += 1
+    _record_all(conn, rows)
     return result
 
 
@@ -169,19 +177,26 @@ def _review(conn: Connection, event: AdtEvent, reason: str, candidates: list[tup
         created_at=now))
 
 
-def _record(conn: Connection, event: AdtEvent, outcome: str, member_id: str | None,
-            now: datetime) -> None:
+def _processed_row(event: AdtEvent, outcome: str, member_id: str | None,
+                   now: datetime) -> dict[str, object]:
+    return {"event_id": event.event_id, "message_id": event.message_id,
+            "facility": event.header.sending_facility or "", "outcome": outcome,
+            "member_id": member_id, "processed_at": now}
+
+
+def _record_all(conn: Connection, rows: list[dict[str, object]]) -> None:
+    """One ``processed_events`` row per event, replacing the row of an earlier failed try."""
+    if not rows:
+        return
     c = processed_events.c
-    conn.execute(processed_events.delete().where(c.event_id == event.event_id))  # a failed try
-    conn.execute(insert(processed_events).values(
-        event_id=event.event_id, message_id=event.message_id,
-        facility=event.header.sending_facility or "", outcome=outcome, member_id=member_id,
-        processed_at=now))
+    conn.execute(processed_events.delete().where(
+        c.event_id.in_([r["event_id"] for r in rows]), c.outcome == "failed"))
+    conn.execute(insert(processed_events), rows)
 
 
 def record_failure(conn: Connection, event: AdtEvent, now: datetime) -> None:
     """An event that could not be processed: visible (outcome ``failed``), retried on replay."""
-    _record(conn, event, "failed", None, now)
+    _record_all(conn, [_processed_row(event, "failed", None, now)])
 
 
 def _day(event: AdtEvent) -> datetime:
