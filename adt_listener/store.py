@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import and_, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -184,17 +184,24 @@ class SqlAlchemyMessageStore:
         if not outcomes:
             return
         c = messages.c
-        stmts = []
-        for o in outcomes:
-            cond = [c.id == o.message_id, c.status != REJECTED]
-            if o.received_at is not None:
-                cond.append(c.received_at == o.received_at)
-            stmts.append(update(messages).where(*cond)
-                         .values(status=o.status, reason=o.reason, processed_at=at))
+        keyed = [o for o in outcomes if o.received_at is not None]
+        loose = [o for o in outcomes if o.received_at is None]
+        base = update(messages).values(status=bindparam("o_status"), reason=bindparam("o_reason"),
+                                       processed_at=bindparam("o_at"))
+        by_time = base.where(c.id == bindparam("o_id"), c.received_at == bindparam("o_received"),
+                             c.status != REJECTED)
+        by_id = base.where(c.id == bindparam("o_id"), c.status != REJECTED)
+
+        def params(batch: Sequence[Outcome]) -> list[dict[str, object]]:
+            return [{"o_id": o.message_id, "o_received": o.received_at, "o_status": o.status,
+                     "o_reason": o.reason, "o_at": at} for o in batch]
 
         def apply(conn: Connection) -> None:
-            for stmt in stmts:
-                conn.execute(stmt)
+            # executemany: one prepared statement for the whole batch
+            if keyed:
+                conn.execute(by_time, params(keyed))
+            if loose:
+                conn.execute(by_id, params(loose))
 
         await self._db.run(apply)
 

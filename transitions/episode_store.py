@@ -42,6 +42,13 @@ def lock_member(conn: Connection, member_id: str) -> None:
                      .with_for_update())
 
 
+def lock_members(conn: Connection, member_ids: Sequence[str]) -> None:
+    """PostgreSQL: take the row locks of ``member_ids`` in member-id order (one statement)."""
+    if conn.dialect.name == "postgresql" and member_ids:
+        conn.execute(select(members.c.member_id).where(members.c.member_id.in_(member_ids))
+                     .order_by(members.c.member_id).with_for_update())
+
+
 def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str, str]] = (),
                prior_identifiers: Sequence[MemberIdentifier] = ()) -> PatientState:
     """The member's episodes and visit index, plus the episodes owning ``visit_keys`` and,

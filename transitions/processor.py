@@ -24,7 +24,7 @@ from transcare.db.tables import match_reviews, outbox, processed_events
 from transitions.clinical import clinical_event
 from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
 from transitions.episode import Change, Episode
-from transitions.episode_store import load_state, lock_member, open_caseload, save_state
+from transitions.episode_store import load_state, lock_member, lock_members, open_caseload, save_state
 from transitions.machine import apply
 from transitions.matching import MatchPolicy, MatchResult, event_demographics, event_identifiers, match
 from transitions.model import Member, MemberIdentifier, StaffMember
@@ -63,17 +63,30 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     born: dict[object, dict[str, Member]] = {}
     for m in candidates.values():
         born.setdefault(m.birth_date, {})[m.member_id] = m
+    found = {e.event_id: _match(e, identifiers, owners, candidates, born, config) for e in todo}
+    # Lock every member this batch changes, in one order, before changing any: two workers
+    # (or the stale sweep) touching the same members never deadlock.
+    lock_members(conn, sorted({f.member_id for f in found.values() if f.member_id}))
     for event in todo:
-        mine = {owners[i]: candidates[owners[i]] for i in identifiers[event.event_id]
-                if i in owners and owners[i] in candidates}
-        mine.update(born.get(event.patient.birth_date, {}) if event.patient.birth_date else {})
-        found = match(identifiers[event.event_id], event_demographics(event), owners, mine,
-                      _day(event).date(), config.policy)
-        outcome, member_id = _handle(conn, event, found, staff, caseload, config, now, result)
+        outcome, member_id = _handle(conn, event, found[event.event_id], staff, caseload, config,
+                                     now, result)
         rows.append(_processed_row(event, outcome, member_id, now))
         result.outcomes[(outcome, event.header.sending_facility or "")] += 1
     _record_all(conn, rows)
     return result
+
+
+def _match(event: AdtEvent, identifiers: dict[str, tuple[MemberIdentifier, ...]],
+           owners: dict[MemberIdentifier, str], candidates: dict[str, Member],
+           born: dict[object, dict[str, Member]], config: Config) -> MatchResult:
+    """Match one event against its own candidates: its identifier hits and the members
+    sharing its birth date."""
+    mine = {owners[i]: candidates[owners[i]] for i in identifiers[event.event_id]
+            if i in owners and owners[i] in candidates}
+    if event.patient.birth_date is not None:
+        mine.update(born.get(event.patient.birth_date, {}))
+    return match(identifiers[event.event_id], event_demographics(event), owners, mine,
+                 _day(event).date(), config.policy)
 
 
 def _unprocessed(conn: Connection, events: Sequence[AdtEvent]) -> list[AdtEvent]:
