@@ -294,13 +294,18 @@ def ack_code(payload: bytes) -> str:
 
 
 async def run_load(host: str, port: int, *, connections: int, total: int,
-                   next_message: Callable[[], bytes], rate: float | None = None,
+                   next_message: Callable[[], bytes] | None = None, rate: float | None = None,
                    max_seconds: float = 120.0, reply_timeout: float = 30.0,
-                   every: int = 0, on_progress: Callable[[int], None] | None = None
+                   every: int = 0, on_progress: Callable[[int], None] | None = None,
+                   message_for: Callable[[int], bytes | None] | None = None
                    ) -> LoadResult:
     """Send ``total`` messages over ``connections`` connections, each waiting for its reply.
 
     Arguments:
+        next_message: the source of messages, shared by all connections.
+        message_for: instead of ``next_message``, one source per connection:
+            ``message_for(i)`` is connection ``i``'s next message, None when it has no more
+            (so a patient's messages can stay in order on one connection).
         rate: total messages per second, spread evenly over the connections (None: as fast
             as replies allow).
         max_seconds: stop sending after this long whatever was sent (bounded runs).
@@ -334,8 +339,15 @@ async def run_load(host: str, port: int, *, connections: int, total: int,
                     now = perf()
                 result.behind = max(result.behind, now - due)
                 due += interval
+            if message_for is not None:
+                body = message_for(index)
+                if body is None:
+                    return
+            else:
+                assert next_message is not None
+                body = next_message()
             remaining[0] -= 1
-            frame = START_BLOCK + next_message() + TRAILER
+            frame = START_BLOCK + body + TRAILER
             reply = proto.reply()
             sent_at = perf()
             transport.write(frame)
