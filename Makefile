@@ -42,9 +42,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: ingest benchmark (prints figures beside the MLLP echo baseline)
+## bench: ingest and end-to-end benchmarks (each prints its figures beside the MLLP echo baseline)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.e2e
 
 clean:
 	rm -rf $(VENV) build *.egg-info
