@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import func, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
 from followup.task import ACTIVE, Priority, Step, Task, TaskStatus
 from transcare.db.tables import task_history, tasks
+from transcare.db.upsert import upsert
 
 _COLUMNS = ("id", "episode_id", "member_id", "rule_id", "type", "title", "status", "priority",
             "clinical_at", "due_at", "assignee_id", "assignee_role", "assignment_reason",
@@ -75,10 +75,8 @@ def save_tasks(conn: Connection, changed: Sequence[Task], now: datetime) -> None
     """Insert or update ``changed`` (``created_at`` is kept on update)."""
     if not changed:
         return
-    rows = [{**task_row(t, now), "created_at": now} for t in changed]
-    stmt = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(tasks)
-    updates = {k: stmt.excluded[k] for k in rows[0] if k not in ("id", "created_at")}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=updates), rows)
+    upsert(conn, tasks, ["id"], [{**task_row(t, now), "created_at": now} for t in changed],
+           keep=["created_at"])
 
 
 def add_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Table, delete, insert, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.database import Database
 from transcare.db.tables import member_identifiers, members, staff
+from transcare.db.upsert import upsert
 from transitions.directory import (
     ImportReport,
     Numbered,
@@ -213,7 +213,7 @@ def write_members(conn: Connection, rows: Sequence[Numbered[Member]],
     listed = {m.member_id: {i for i in m.identifiers if owners.get(i) != (m.member_id, MERGE)}
               for m in accepted}
     changed = [k for k in wanted if current.get(k) != wanted[k] or held.get(k, set()) != listed[k]]
-    _upsert(conn, members, "member_id", [{**wanted[k], "updated_at": now} for k in changed])
+    upsert(conn, members, ["member_id"], [{**wanted[k], "updated_at": now} for k in changed])
     _replace_identifiers(conn, {k: (held.get(k, set()), listed[k]) for k in changed})
     return _report(changed, current, len(wanted), (*checked.errors, *conflicts))
 
@@ -225,7 +225,7 @@ def write_staff(conn: Connection, rows: Sequence[Numbered[StaffMember]],
     wanted = {r.value.staff_id: _values(r.value, _STAFF_COLUMNS) for r in checked.rows}
     current = _current(conn, staff, "staff_id", _STAFF_COLUMNS, list(wanted))
     changed = [k for k in wanted if current.get(k) != wanted[k]]
-    _upsert(conn, staff, "staff_id", [{**wanted[k], "updated_at": now} for k in changed])
+    upsert(conn, staff, ["staff_id"], [{**wanted[k], "updated_at": now} for k in changed])
     return _report(changed, current, len(wanted), checked.errors)
 
 
@@ -285,16 +285,3 @@ def _replace_identifiers(conn: Connection,
              for member_id, (held, listed) in changes.items() for i in sorted(listed - held)]
     if added:
         conn.execute(insert(member_identifiers), added)
-
-
-def _upsert(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT (key) DO UPDATE of the given columns (other columns, such as
-    ``raised_tier``, keep their value)."""
-    if not rows:
-        return
-    dialect = conn.dialect.name
-    if dialect not in ("postgresql", "sqlite"):
-        raise NotImplementedError(f"directory upsert on {dialect}: use SQLite or PostgreSQL")
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    updates = {name: stmt.excluded[name] for name in rows[0] if name != key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=updates), rows)

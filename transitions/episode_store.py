@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import delete, func, insert, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.tables import (
@@ -24,6 +23,7 @@ from transcare.db.tables import (
     member_identifiers,
     members,
 )
+from transcare.db.upsert import upsert
 from transitions.episode import Episode, Flag, FlagName
 from transitions.model import Member, MemberIdentifier
 from transitions.state import PatientState
@@ -151,10 +151,10 @@ def save_state(conn: Connection, state: PatientState, source_id: str, now: datet
     """Write back what the machine changed: episodes, flags, visit keys, timeline lines, a
     raised tier, learned identifiers, timelines moved by a merge."""
     changed = [state.episodes[i] for i in sorted(state.changed)]
-    _upsert(conn, episodes, ["id"], [episode_row(e, now) for e in changed])
+    upsert(conn, episodes, ["id"], [episode_row(e, now) for e in changed])
     _save_flags(conn, changed)
     if state.new_visits:
-        _upsert(conn, episode_visits, ["facility_key", "visit_number"], [
+        upsert(conn, episode_visits, ["facility_key", "visit_number"], [
             {"facility_key": f, "visit_number": v, "episode_id": e}
             for (f, v), e in sorted(state.new_visits.items())])
     if state.changes:
@@ -201,14 +201,6 @@ def _holders_map(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[Membe
     query = select(c.value, c.authority).where(
         tuple_(c.value, c.authority).in_([(i.value, i.authority) for i in ids]))
     return {MemberIdentifier(v, a) for v, a in conn.execute(query)}
-
-
-def _upsert(conn: Connection, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    stmt = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-    updates = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
 
 
 def open_caseload(conn: Connection) -> dict[str, int]:

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from followup.notify.content import Notice, from_payload, to_payload
 from transcare.db.tables import notifications, staff
+from transcare.db.upsert import dialect_insert
 
 CHANNELS = ("inbox", "email", "webhook")
 SENT_CHANNELS = ("email", "webhook")  # the dispatcher's; inbox rows are delivered when written
@@ -46,10 +46,9 @@ def create_notifications(conn: Connection, notices: Sequence[tuple[Notice, str, 
     """
     rows = [_row(notice, recipient, channel, now) for notice, recipient, channels in notices
             for channel in dict.fromkeys(channels)]
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
     added = 0
     for start in range(0, len(rows), _CHUNK):
-        stmt = insert(notifications).values(rows[start:start + _CHUNK])
+        stmt = dialect_insert(conn, notifications).values(rows[start:start + _CHUNK])
         added += conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"])).rowcount
     return added
 

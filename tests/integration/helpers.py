@@ -6,10 +6,15 @@ import asyncio
 import json
 import sqlite3
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from sqlalchemy.engine import make_url
 
 
 def store_rows(db: Path, where: str = "1=1") -> list[sqlite3.Row]:
@@ -66,3 +71,17 @@ async def read_events(bootstrap: str, topic: str, event_ids: set[str],
     finally:
         await consumer.stop()
     return seen
+
+
+@asynccontextmanager
+async def fresh_postgres_database(server: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database on the PostgreSQL ``server`` for one test; its URL. Dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        make_url(server).set(drivername="postgresql").render_as_string(hide_password=False))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

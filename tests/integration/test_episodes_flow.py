@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from adt_listener.client import MllpClient
 from adt_listener.hl7.charset import decode_message
@@ -33,7 +31,7 @@ from adt_listener.normaliser import normalise
 from schemas.adt_event import RawMessage
 from schemas.topics import EPISODES
 from tests.conftest import Service, make_service
-from tests.integration.helpers import read_events
+from tests.integration.helpers import fresh_postgres_database, read_events
 from transcare.db.database import Database, open_database
 from transcare.db.migrate import upgrade
 from transitions.directory_store import SqlAlchemyDirectory
@@ -182,15 +180,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     server = os.environ.get(POSTGRES_ENV)
     if not server:
         pytest.skip(f"PostgreSQL end-to-end test did not run: set {POSTGRES_ENV}")
-    name = f"transcare_episodes_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(
-        make_url(server).set(drivername="postgresql").render_as_string(hide_password=False))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_postgres_database(server, "transcare_episodes") as url:
+        yield url
 
 
 async def test_corpus_messages_make_the_expected_episodes_with_two_workers(

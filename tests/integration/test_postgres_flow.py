@@ -7,7 +7,6 @@ elsewhere it reports that it did not run.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from adt_listener.client import MllpClient
 from tests.conftest import Service, make_service
+from tests.integration.helpers import fresh_postgres_database
 from transcare.broker import EmbeddedBroker
 
 POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
@@ -27,15 +27,8 @@ async def database_url() -> AsyncIterator[str]:
     server = os.environ.get(POSTGRES_ENV)
     if not server:
         pytest.skip(f"PostgreSQL end-to-end test did not run: set {POSTGRES_ENV}")
-    name = f"transcare_flow_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(
-        make_url(server).set(drivername="postgresql").render_as_string(hide_password=False))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_postgres_database(server, "transcare_flow") as url:
+        yield url
 
 
 @pytest.fixture

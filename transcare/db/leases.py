@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from transcare.db.tables import leases
+from transcare.db.upsert import dialect_insert
 
 
 def acquire(conn: Connection, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
@@ -24,8 +24,7 @@ def acquire(conn: Connection, name: str, holder: str, now: datetime, ttl: timede
     ).values(holder=holder, expires_at=now + ttl))
     if renewed.rowcount:
         return True
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(leases)
-    created = conn.execute(insert.values(name=name, holder=holder, expires_at=now + ttl)
+    created = conn.execute(dialect_insert(conn, leases).values(name=name, holder=holder, expires_at=now + ttl)
                            .on_conflict_do_nothing(index_elements=["name"]))
     return bool(created.rowcount)
 

@@ -1,0 +1,35 @@
+"""Dialect-aware INSERT ... ON CONFLICT, for the two databases the service runs on."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """``INSERT`` with ``on_conflict_do_*`` for the connection's database.
+
+    Raises:
+        ValueError: a database other than SQLite or PostgreSQL.
+    """
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"upsert on {name}: transcare runs on SQLite or PostgreSQL")
+
+
+def upsert(conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]],
+           keep: Collection[str] = ()) -> None:
+    """Insert ``rows``, or update them where ``keys`` match; columns in ``keep`` (and columns
+    the rows do not carry) keep their stored value on update."""
+    if not rows:
+        return
+    stmt = dialect_insert(conn, table)
+    updates = {name: stmt.excluded[name] for name in rows[0] if name not in keys and name not in keep}
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates), list(rows))
