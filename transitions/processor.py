@@ -24,7 +24,7 @@ from transcare.db.tables import match_reviews, outbox, processed_events
 from transitions.clinical import clinical_event
 from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
 from transitions.episode import Change, Episode
-from transitions.episode_store import load_state, lock_member, lock_members, open_caseload, save_state
+from transitions.episode_store import load_state, lock_members, open_caseload, save_state
 from transitions.machine import apply
 from transitions.matching import MatchPolicy, MatchResult, event_demographics, event_identifiers, match
 from transitions.model import Member, MemberIdentifier, StaffMember
@@ -129,7 +129,6 @@ def _handle(conn: Connection, event: AdtEvent, found: MatchResult, staff: dict[s
 
 def _apply(conn: Connection, event: AdtEvent, member_id: str, staff: dict[str, StaffMember],
            caseload: Counter[str], config: Config, now: datetime, result: BatchResult) -> str:
-    lock_member(conn, member_id)
     member = load_members(conn, [member_id])[member_id]
     ev = clinical_event(event, config.rules.post_acute_facilities)
     keys = [(ev.facility_key, ev.visit_number)] if ev.visit_number else []
