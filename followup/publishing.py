@@ -13,6 +13,7 @@ directory has an address.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,33 +42,54 @@ _ON_TIMELINE = ("TaskCreated", "TaskReminded", "TaskEscalated", "TaskCancelled",
                 "TaskReassigned")
 
 
-def record_changes(conn: Connection, changes: Sequence[TaskChange], tasks: Mapping[str, Task],
-                   staff: Mapping[str, StaffMember], ctx: FollowupContext, now: datetime,
-                   cause: str, event: EpisodeEvent | None = None) -> None:
-    history, timeline, rows = [], [], []
+@dataclass
+class Writes:
+    """The rows task changes leave behind, collected so a batch writes each table once
+    (history, timeline, notifications, outbox) in :meth:`flush`, in the order recorded."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[tuple[Notice, str, list[str]]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+    def flush(self, conn: Connection, now: datetime) -> None:
+        add_history(conn, self.history)
+        if self.timeline:
+            conn.execute(insert(episode_timeline), self.timeline)
+        if self.notices:
+            create_notifications(conn, self.notices, now)
+        if self.outbox:
+            conn.execute(insert(outbox), self.outbox)
+        self.history, self.timeline, self.notices, self.outbox = [], [], [], []
+
+
+def collect_changes(out: Writes, changes: Sequence[TaskChange], tasks: Mapping[str, Task],
+                    staff: Mapping[str, StaffMember], ctx: FollowupContext, now: datetime,
+                    cause: str, event: EpisodeEvent | None = None) -> None:
+    """Add to ``out`` the history, timeline, task event and notification rows of ``changes``
+    (and the episode alerts ``event`` asks for)."""
     notices: list[tuple[Notice, str, list[str]]] = []
     for n, change in enumerate(changes):
         task = tasks[change.task_id]
         event_id = f"{cause}/{task.id}/{change.type}/{n}"
-        history.append({"task_id": task.id, "at": change.at, "actor": change.actor,
-                        "action": change.type, "detail": _json(change.detail)})
+        out.history.append({"task_id": task.id, "at": change.at, "actor": change.actor,
+                            "action": change.type, "detail": _json(change.detail)})
         if change.type in _ON_TIMELINE:
-            timeline.append({"episode_id": task.episode_id, "occurred_at": change.at,
-                             "type": change.type, "source_id": task.id,
-                             "summary": f"{task.title}: {change.summary}", "detail": _json(change.detail)})
-        rows.append(_outbox(TASKS.name, task.member_id, _task_event(event_id, change, task), now))
+            out.timeline.append({"episode_id": task.episode_id, "occurred_at": change.at,
+                                 "type": change.type, "source_id": task.id,
+                                 "summary": f"{task.title}: {change.summary}",
+                                 "detail": _json(change.detail)})
+        out.outbox.append(_outbox(TASKS.name, task.member_id, _task_event(event_id, change, task),
+                                  now))
         kind = _KINDS.get(change.type)
         if kind is not None:
             notice = _notice(kind, task, change, ctx, event_id)
             notices += [(notice, who, channels(staff, who)) for who in _recipients(change, task, staff)]
     if event is not None:
         notices += episode_alerts(event, staff, ctx)
-    add_history(conn, history)
-    if timeline:
-        conn.execute(insert(episode_timeline), timeline)
-    rows += _notify(conn, notices, tasks, event.member_id if event is not None else "", now)
-    if rows:
-        conn.execute(insert(outbox), rows)
+    out.notices += notices
+    out.outbox += _notification_events(notices, tasks,
+                                       event.member_id if event is not None else "", now)
 
 
 def channels(staff: Mapping[str, StaffMember], who: str) -> list[str]:
@@ -118,11 +140,9 @@ def episode_alerts(event: EpisodeEvent, staff: Mapping[str, StaffMember],
     return [(notice, w, channels(staff, w)) for w in dict.fromkeys(who) if w]
 
 
-def _notify(conn: Connection, notices: list[tuple[Notice, str, list[str]]],
-            tasks: Mapping[str, Task], event_member: str, now: datetime) -> list[dict[str, Any]]:
-    if not notices:
-        return []
-    create_notifications(conn, notices, now)
+def _notification_events(notices: list[tuple[Notice, str, list[str]]], tasks: Mapping[str, Task],
+                         event_member: str, now: datetime) -> list[dict[str, Any]]:
+    """``followup.notifications.v1`` outbox rows for the notification rows of ``notices``."""
     rows = []
     for notice, who, chans in notices:
         member = tasks[notice.task_id].member_id if notice.task_id in tasks else event_member

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from followup.calendar import ProgramCalendar
 from followup.planner import Plan, PlanContext, plan
-from followup.publishing import record_changes
+from followup.publishing import Writes, collect_changes
 from followup.rules import RuleSet
 from followup.task import Task, TaskChange
 from followup.task_store import claim_due, load_tasks, save_tasks, workload
@@ -56,6 +56,8 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
     staff = staff_directory(conn)
     pctx = PlanContext(ctx.rules, ctx.calendar, staff, Counter(workload(conn)), ctx.delegation)
     count = 0
+    planned: list[dict[str, object]] = []
+    writes = Writes()
     for event in events:
         if event.event_id in done:
             continue
@@ -67,8 +69,14 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
             continue
         done.add(event.event_id)
         result = plan(event, _existing(conn, event), pctx)
-        count += _commit(conn, result, ctx, staff, now, event.event_id, event)
-        conn.execute(insert(planned_events).values(event_id=event.event_id, processed_at=now))
+        # Tasks are saved event by event (the next event of the batch reads them); what the
+        # changes leave behind is written once for the batch.
+        save_tasks(conn, list(result.changed.values()), now)
+        count += _record(result, ctx, staff, now, event.event_id, event, writes)
+        planned.append({"event_id": event.event_id, "processed_at": now})
+    writes.flush(conn, now)
+    if planned:
+        conn.execute(insert(planned_events), planned)
     return count
 
 
@@ -82,9 +90,17 @@ def _existing(conn: Connection, event: EpisodeEvent) -> list[Task]:
 
 
 def _commit(conn: Connection, result: Plan, ctx: FollowupContext, staff: dict[str, StaffMember],
-            now: datetime, cause: str, event: EpisodeEvent | None = None) -> int:
+            now: datetime, cause: str) -> int:
     save_tasks(conn, list(result.changed.values()), now)
-    record_changes(conn, result.changes, result.changed, staff, ctx, now, cause, event)
+    writes = Writes()
+    count = _record(result, ctx, staff, now, cause, None, writes)
+    writes.flush(conn, now)
+    return count
+
+
+def _record(result: Plan, ctx: FollowupContext, staff: dict[str, StaffMember], now: datetime,
+            cause: str, event: EpisodeEvent | None, writes: Writes) -> int:
+    collect_changes(writes, result.changes, result.changed, staff, ctx, now, cause, event)
     return len(result.changes)
 
 
@@ -96,12 +112,17 @@ def fire_due_steps(conn: Connection, ctx: FollowupContext, now: datetime, limit:
 
     staff = staff_directory(conn)
     fired = 0
-    for task in claim_due(conn, now, limit):
+    moved_tasks: list[Task] = []
+    writes = Writes()
+    for task in claim_due(conn, now, limit):  # each task once: one upsert and flush for all
         moved, changes = fire_due(task, now)
         result = Plan()
         for change in changes:
             result.put(moved, change)
-        fired += _commit(conn, result, ctx, staff, now, f"{task.id}/step")
+        moved_tasks.extend(result.changed.values())
+        fired += _record(result, ctx, staff, now, f"{task.id}/step", None, writes)
+    save_tasks(conn, moved_tasks, now)
+    writes.flush(conn, now)
     return fired
 
 

@@ -68,8 +68,8 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     # (or the stale sweep) touching the same members never deadlock.
     lock_members(conn, sorted({f.member_id for f in found.values() if f.member_id}))
     for event in todo:
-        outcome, member_id = _handle(conn, event, found[event.event_id], staff, caseload, config,
-                                     now, result)
+        outcome, member_id = _handle(conn, event, found[event.event_id], candidates, staff,
+                                     caseload, config, now, result)
         rows.append(_processed_row(event, outcome, member_id, now))
         result.outcomes[(outcome, event.header.sending_facility or "")] += 1
     _record_all(conn, rows)
@@ -115,21 +115,25 @@ def _candidates(conn: Connection, events: Sequence[AdtEvent],
     return found
 
 
-def _handle(conn: Connection, event: AdtEvent, found: MatchResult, staff: dict[str, StaffMember],
-            caseload: Counter[str], config: Config, now: datetime,
+def _handle(conn: Connection, event: AdtEvent, found: MatchResult, members: dict[str, Member],
+            staff: dict[str, StaffMember], caseload: Counter[str], config: Config, now: datetime,
             result: BatchResult) -> tuple[str, str | None]:
     if found.outcome == "unmatched":
         return "unmatched", None
     if found.outcome == "review" or found.member_id is None:
         _review(conn, event, found.reason, [(c.member_id, c.score) for c in found.candidates], now)
         return "review", None
-    outcome = _apply(conn, event, found.member_id, staff, caseload, config, now, result)
+    outcome = _apply(conn, event, found.member_id, members, staff, caseload, config, now, result)
     return outcome, found.member_id
 
 
-def _apply(conn: Connection, event: AdtEvent, member_id: str, staff: dict[str, StaffMember],
-           caseload: Counter[str], config: Config, now: datetime, result: BatchResult) -> str:
-    member = load_members(conn, [member_id])[member_id]
+def _apply(conn: Connection, event: AdtEvent, member_id: str, members: dict[str, Member],
+           staff: dict[str, StaffMember], caseload: Counter[str], config: Config, now: datetime,
+           result: BatchResult) -> str:
+    """Apply one event to its member's state. ``members`` holds the batch's members as
+    loaded; a member whose row this event changes (a raised tier, identifiers learned from a
+    merge) is dropped from it, so the next event of the batch reads it again."""
+    member = members.get(member_id) or load_members(conn, [member_id])[member_id]
     ev = clinical_event(event, config.rules.post_acute_facilities)
     keys = [(ev.facility_key, ev.visit_number)] if ev.visit_number else []
     state = load_state(conn, member, keys, ev.prior_identifiers if ev.action == "merge" else ())
@@ -139,6 +143,8 @@ def _apply(conn: Connection, event: AdtEvent, member_id: str, staff: dict[str, S
         _review(conn, event, "visit number belongs to another member's episode", [(member_id, 100.0)], now)
         return "review"
     save_state(conn, state, event.event_id, now)
+    if state.raised_tier is not None or state.learned:
+        members.pop(member_id, None)
     result.episode_events += write_outbox(conn, event.event_id, state.changes, state.episodes, now)
     for change in state.changes:
         if change.type == "CoordinatorAssigned":

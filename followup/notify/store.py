@@ -46,11 +46,13 @@ def create_notifications(conn: Connection, notices: Sequence[tuple[Notice, str, 
     """
     rows = [_row(notice, recipient, channel, now) for notice, recipient, channels in notices
             for channel in dict.fromkeys(channels)]
-    added = 0
-    for start in range(0, len(rows), _CHUNK):
-        stmt = dialect_insert(conn, notifications).values(rows[start:start + _CHUNK])
-        added += conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"])).rowcount
-    return added
+    if not rows:
+        return 0
+    # One executemany of one cached statement (a multi-row VALUES is compiled afresh for
+    # every row count); RETURNING counts the rows that were new.
+    stmt = (dialect_insert(conn, notifications).on_conflict_do_nothing(index_elements=["id"])
+            .returning(notifications.c.id))
+    return len(conn.execute(stmt, rows).all())
 
 
 def _row(notice: Notice, recipient_id: str, channel: str, now: datetime) -> dict[str, Any]:
