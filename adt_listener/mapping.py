@@ -233,15 +233,15 @@ def _map_diagnoses(f: _Fields) -> tuple[Diagnosis, ...]:
     for occurrence in range(f.message.count("DG1")):
         seg = f.message.segment("DG1", occurrence) or []
         code = _first_rep(f, seg, 3)  # DG1-3 CWE
-        diagnosis = Diagnosis(
+        parts = dict(
             code=f.leaf(code, 1),
             text=f.leaf(code, 2) or _at(f, seg, 4),
             coding_system=f.leaf(code, 3),
             diagnosis_type=_at(f, seg, 6),
             priority=_at(f, seg, 15),
         )
-        if diagnosis != Diagnosis():
-            found.append(diagnosis)
+        if any(parts.values()):
+            found.append(Diagnosis(**parts))
     return tuple(found)
 
 
@@ -250,14 +250,14 @@ def _map_insurance(f: _Fields) -> tuple[Insurance, ...]:
     found = []
     for occurrence in range(f.message.count("IN1")):
         seg = f.message.segment("IN1", occurrence) or []
-        insurance = Insurance(
+        parts = dict(
             plan_id=_at(f, seg, 2),
             company_id=_at(f, seg, 3),
             company_name=_at(f, seg, 4),
             member_id=_at(f, seg, 49) or _at(f, seg, 36),
         )
-        if insurance != Insurance():
-            found.append(insurance)
+        if any(parts.values()):
+            found.append(Insurance(**parts))
     return tuple(found)
 
 
@@ -310,19 +310,19 @@ def _identifiers(f: _Fields, seg: str, field: int) -> tuple[Identifier, ...]:
 
 def _name(f: _Fields) -> PersonName | None:
     """XPN, PID-5 first repetition: XPN-1.1 family (FN.1), XPN-2..5."""
-    name = PersonName(
+    parts = dict(
         family=f.text("PID", 5, 1, 1),
         given=f.text("PID", 5, 2),
         middle=f.text("PID", 5, 3),
         suffix=f.text("PID", 5, 4),
         prefix=f.text("PID", 5, 5),
     )
-    return None if name == PersonName() else name
+    return PersonName(**parts) if any(parts.values()) else None
 
 
 def _address(f: _Fields) -> Address | None:
     """XAD, PID-11 first repetition: XAD-1.1 street (SAD.1), XAD-2..6."""
-    address = Address(
+    parts = dict(
         street=f.text("PID", 11, 1, 1),
         other=f.text("PID", 11, 2),
         city=f.text("PID", 11, 3),
@@ -330,7 +330,7 @@ def _address(f: _Fields) -> Address | None:
         zip=f.text("PID", 11, 5),
         country=f.text("PID", 11, 6),
     )
-    return None if address == Address() else address
+    return Address(**parts) if any(parts.values()) else None
 
 
 def _phones(f: _Fields) -> tuple[str, ...]:
@@ -341,8 +341,8 @@ def _phones(f: _Fields) -> tuple[str, ...]:
 
 def _provider(f: _Fields, raw: str) -> Provider | None:
     """XCN: XCN-1 id, XCN-2.1 family (FN.1), XCN-3 given."""
-    provider = Provider(id=f.leaf(raw, 1), family=f.leaf(raw, 2, 1), given=f.leaf(raw, 3))
-    return None if provider == Provider() else provider
+    parts = dict(id=f.leaf(raw, 1), family=f.leaf(raw, 2, 1), given=f.leaf(raw, 3))
+    return Provider(**parts) if any(parts.values()) else None
 
 
 def _first_provider(f: _Fields, seg: str, field: int) -> Provider | None:
@@ -353,7 +353,7 @@ def _first_provider(f: _Fields, seg: str, field: int) -> Provider | None:
 def _location(f: _Fields, raw: str) -> Location | None:
     """PL (first repetition): .1 point of care, .2 room, .3 bed, .4 facility HD.1, .7, .8."""
     raw = raw.split(f.message.delimiters.repetition)[0]
-    location = Location(
+    parts = dict(
         point_of_care=f.leaf(raw, 1, 1),
         room=f.leaf(raw, 2, 1),
         bed=f.leaf(raw, 3, 1),
@@ -361,12 +361,12 @@ def _location(f: _Fields, raw: str) -> Location | None:
         building=f.leaf(raw, 7, 1),
         floor=f.leaf(raw, 8, 1),
     )
-    return None if location == Location() else location
+    return Location(**parts) if any(parts.values()) else None
 
 
 def _coded(f: _Fields, seg: str, field: int) -> CodedValue | None:
     """CWE/CE, first repetition: code, text, coding system."""
-    coded = CodedValue(
+    parts = dict(
         code=f.text(seg, field, 1), text=f.text(seg, field, 2), coding_system=f.text(seg, field, 3)
     )
-    return None if coded == CodedValue() else coded
+    return CodedValue(**parts) if any(parts.values()) else None

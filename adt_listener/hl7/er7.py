@@ -192,8 +192,35 @@ class Message:
 
         The HL7 explicit null ``""`` is returned as ''.
         """
-        value = self.raw(segment, number, component, sub, rep=rep, occurrence=occurrence)
-        return self.decode(value)
+        if segment == "MSH" and number < 3:
+            return self.decode(self.raw(segment, number, component, sub, rep=rep,
+                                        occurrence=occurrence))
+        # The mapping reads about 40 leaves per message: the steps of raw() inlined.
+        idx = self._index.get(segment)
+        if not idx or occurrence >= len(idx):
+            return ""
+        n = idx[occurrence]
+        fields = self._fields[n] or self._split(n)
+        if number >= len(fields):
+            return ""
+        value = fields[number]
+        if not value:
+            return ""
+        d = self.delimiters
+        if d.repetition in value:
+            reps = value.split(d.repetition)
+            if rep >= len(reps):
+                return ""
+            value = reps[rep]
+        elif rep:
+            return ""
+        if d.component in value or d.subcomponent in value or component != 1 or sub != 1:
+            value = self.component(value, component, sub)
+        if value == '""':
+            return ""
+        if d.escape in value:
+            return unescape(value, d)
+        return value
 
     def component(self, value: str, component: int = 1, sub: int = 1) -> str:
         """Component ``component`` (1-based) and subcomponent ``sub`` of a raw value."""

@@ -1,0 +1,25 @@
+"""Garbage-collector settings for the long-running processes (listener and worker).
+
+CPython's default thresholds (700, 10, 10) start a young collection every 700 container
+allocations; a busy worker allocates millions per second (events, models, rows) that reference
+counting frees anyway, and every older collection walks the whole heap, the stream framework's
+included. Measured on the worker's hot path (``bench/e2e --profile`` code, 20,200 messages):
+normalising went from 0.44 to 0.28 ms per message and decoding an ``AdtEvent`` from 0.20 to
+0.06 ms. Cycles are still collected, only less often.
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG = 50_000  # allocations between young collections (default 700)
+MIDDLE = 20  # young collections per middle collection (default 10)
+OLD = 100  # middle collections per full collection (default 10)
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated (imports, the app: never collected, never walked
+    again) and raise the thresholds. Call once, after start-up, before the work begins."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG, MIDDLE, OLD)
