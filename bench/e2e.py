@@ -1377,9 +1377,9 @@ def profile_worker(opts: Options, report: Report, database_url: str, sqlite_path
         await db.dispose()
         return prof, elapsed
 
-    from transcare.gc_tuning import tune_gc
+    from transcare.tuning import tune_process
 
-    tune_gc()  # as the worker process does
+    tune_process()  # as the worker process does
     prof, elapsed = asyncio.run(go())
     stream = io.StringIO()
     stats = pstats.Stats(prof, stream=stream)

@@ -56,9 +56,25 @@ def decode(values: Sequence[bytes]) -> list[EpisodeEvent]:
     return events
 
 
+# Episode events per planning transaction, and ladder steps per scheduler transaction: short
+# write transactions, so the listener's commits on SQLite never wait long (see
+# transcare.transitions_agent.CHUNK).
+CHUNK = 50
+STEPS_PER_TRANSACTION = 100
+MAX_TRANSACTIONS_PER_SWEEP = 50  # the rest waits for the next sweep
+
+
 async def plan(db: Database, events: Sequence[EpisodeEvent], ctx: FollowupContext) -> int:
-    """Plan a batch; on failure, each event alone, logging (never dropping silently) the ones
-    that still fail."""
+    """Plan a batch, :data:`CHUNK` events per transaction; the number of task changes."""
+    total = 0
+    for start in range(0, len(events), CHUNK):
+        total += await _plan_chunk(db, events[start:start + CHUNK], ctx)
+    return total
+
+
+async def _plan_chunk(db: Database, events: Sequence[EpisodeEvent], ctx: FollowupContext) -> int:
+    """Plan events in one transaction; on failure, each event alone, logging (never dropping
+    silently) the ones that still fail."""
     if not events:
         return 0
     try:
@@ -82,7 +98,12 @@ async def schedule(db: Database, ctx: FollowupContext, holder: str,
     now = clock()
     if not await db.write(lambda c: acquire(c, SCHEDULER_LEASE, holder, now, timedelta(seconds=30))):
         return 0
-    fired = await _retrying(db, lambda c: fire_due_steps(c, ctx, now))
+    fired = 0
+    for _ in range(MAX_TRANSACTIONS_PER_SWEEP):  # the due steps, a bounded number at a time
+        n = await _retrying(db, lambda c: fire_due_steps(c, ctx, now, STEPS_PER_TRANSACTION))
+        fired += n
+        if n < STEPS_PER_TRANSACTION:
+            break
     if fired:
         metrics.LADDER_STEPS.inc(fired)
     return fired

@@ -37,11 +37,11 @@ def _safe_url(url: str) -> str:
 
 
 def run_listener(settings: Settings) -> int:
-    from transcare.gc_tuning import tune_gc
+    from transcare.tuning import tune_process
 
     configure_logging(settings.log_level, "listener")
     _use_uvloop()
-    tune_gc()
+    tune_process()
     return asyncio.run(_listener_main(settings))
 
 

@@ -57,8 +57,21 @@ def decode(values: Sequence[bytes]) -> list[AdtEvent]:
     return events
 
 
+# Events per transaction. On SQLite a write transaction holds the database's one write lock,
+# and the listener cannot commit (or ACK) until it ends: transactions of at most this many
+# events keep that wait to milliseconds (measured: ACK p99 330 ms with batches of 200).
+CHUNK = 50
+
+
 async def handle(db: Database, events: Sequence[AdtEvent], config: Config) -> None:
-    """Process a batch; on failure, each event alone; record what still fails."""
+    """Process a batch, :data:`CHUNK` events per transaction."""
+    for start in range(0, len(events), CHUNK):
+        await _handle_chunk(db, events[start:start + CHUNK], config)
+
+
+async def _handle_chunk(db: Database, events: Sequence[AdtEvent], config: Config) -> None:
+    """Process events in one transaction; on failure, each event alone; record what still
+    fails."""
     if not events:
         return
     try:

@@ -29,11 +29,11 @@ from transcare import metrics
 from transcare.db.database import Database, open_database
 from transcare.followup_agent import decode as decode_episode_events
 from transcare.followup_agent import followup_context, plan, schedule
-from transcare.gc_tuning import tune_gc
 from transcare.kafka import KafkaPublisher, ensure_topics
 from transcare.outbox import OutboxPublisher
 from transcare.settings import Settings
 from transcare.transitions_agent import decode, handle, stale_sweep, transitions_config
+from transcare.tuning import tune_process
 
 log = structlog.get_logger("transcare.worker")
 
@@ -233,7 +233,7 @@ def run(settings: Settings) -> int:
     worker = faust.Worker(app, loglevel=settings.log_level if settings.log_level == "DEBUG" else "WARNING",
                           quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal progress spinner has no place in a service's logs
-    tune_gc()
+    tune_process()
     print(f"worker consuming {ADT_RAW.name}, {ADT_EVENTS.name} and {EPISODES.name} from "
           f"{settings.bootstrap}", flush=True)
     worker.execute_from_commandline()

@@ -1,26 +1,28 @@
-"""The long-running processes' garbage-collector settings."""
+"""The long-running processes' interpreter settings."""
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from transcare.gc_tuning import MIDDLE, OLD, YOUNG, tune_gc
+from transcare.tuning import MIDDLE, OLD, YOUNG, tune_process
 
 
 @pytest.fixture
 def restored_gc() -> Iterator[None]:
-    before = gc.get_threshold()
+    before, interval = gc.get_threshold(), sys.getswitchinterval()
     yield
     gc.unfreeze()
     gc.set_threshold(*before)
+    sys.setswitchinterval(interval)
 
 
 @pytest.mark.usefixtures("restored_gc")
-def test_tune_gc_freezes_start_up_and_raises_the_thresholds() -> None:
-    tune_gc()
+def test_tune_process_freezes_start_up_and_raises_the_thresholds() -> None:
+    tune_process()
     assert gc.get_threshold() == (YOUNG, MIDDLE, OLD)
     assert gc.get_freeze_count() > 0
     assert gc.isenabled()  # cycles are still collected
@@ -30,7 +32,7 @@ def test_tune_gc_freezes_start_up_and_raises_the_thresholds() -> None:
 def test_cycles_are_still_collected_after_tuning() -> None:
     import weakref
 
-    tune_gc()
+    tune_process()
 
     class Node:
         other: object = None
