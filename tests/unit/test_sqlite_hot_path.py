@@ -73,3 +73,33 @@ def test_the_checkpointer_copies_the_log_into_the_database_file(tmp_path: Path) 
         checkpointer.stop()
     assert path.stat().st_size >= 2_000_000
     assert writer.execute("SELECT count(*) FROM t").fetchone() == (2000,)
+
+
+async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(tmp_path: Path) -> None:
+    """Two databases on one file (as the listener and the worker are): a write waits for the
+    other's transaction, then commits; afterwards the connection's own busy timeout is back."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from transcare.db.database import LOCK_WAIT_S, ThreadedSqliteDatabase
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    first, second = ThreadedSqliteDatabase(url), ThreadedSqliteDatabase(url)
+    try:
+        await first.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+
+        def slow_insert(conn: object, n: int) -> None:
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})  # type: ignore[attr-defined]
+            time.sleep(0.05)  # hold the write lock a while
+
+        await asyncio.gather(first.write(lambda c: slow_insert(c, 1)),
+                             second.write(lambda c: slow_insert(c, 2)))
+        rows = await second.run(lambda c: sorted(c.execute(text("SELECT n FROM t")).scalars()))
+        assert rows == [1, 2]
+        timeout = await second.write(
+            lambda c: c.execute(text("PRAGMA busy_timeout")).scalar_one())
+        assert timeout == int(LOCK_WAIT_S * 1000)
+    finally:
+        await first.dispose()
+        await second.dispose()

@@ -48,7 +48,7 @@ class ThreadedSqliteDatabase:
     def __init__(self, url: str, synchronous: str = "NORMAL") -> None:
         sync_url = make_url(url).set(drivername="sqlite")
         self._engine: Engine = create_sync_engine(
-            sync_url, connect_args={"check_same_thread": False, "timeout": 30})
+            sync_url, connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_S})
         event.listen(self._engine, "connect", _sqlite_pragmas(synchronous))
         # The driver leaves transactions to us (isolation_level None), and each one starts
         # with an explicit BEGIN: deferred for run(), IMMEDIATE for write().
@@ -67,7 +67,15 @@ class ThreadedSqliteDatabase:
         return await loop.run_in_executor(self._executor, self._transaction, fn, True)
 
     def _begin(self, conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if self._immediate else "BEGIN")
+        if not self._immediate:
+            conn.exec_driver_sql("BEGIN")
+            return
+        driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        driver.execute("PRAGMA busy_timeout = 0")
+        try:
+            _begin_promptly(driver)
+        finally:
+            driver.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_S * 1000)}")
 
     def _transaction(self, fn: Callable[[Connection], T], immediate: bool) -> T:
         self._immediate = immediate
