@@ -350,7 +350,7 @@ def _utc(value: datetime) -> datetime:
 
 def _sqlite_time(value: datetime) -> str:
     # The UtcDateTime column's representation on SQLite: naive UTC text with microseconds.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _row(item: IncomingMessage) -> dict[str, Any]:

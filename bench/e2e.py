@@ -103,6 +103,7 @@ class Options:
     seconds: float = 20.0
     members: int = 2_000
     workers: int = 1
+    split: bool = False
     database_url: str = ""
     max_phase_seconds: float = 300.0
     profile: bool = False
@@ -126,6 +127,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="roster size (default 2000; grown if the feed needs more)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes in the consumer group (default 1)")
+    p.add_argument("--split", action="store_true",
+                   help="run the normaliser in a worker process of its own "
+                        "(TRANSCARE_WORKER_STAGES=normaliser) beside --workers processes "
+                        "running transitions and follow-up")
     p.add_argument("--database-url", default="",
                    help="PostgreSQL server to run on, e.g. postgresql://postgres@127.0.0.1/x: "
                         "a fresh database is created on it for the run and dropped after")
@@ -144,7 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--keep", action="store_true", help="keep the temp data dir and logs")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     a = p.parse_args(argv)
-    opts = Options(rate=a.rate, members=a.members, workers=max(1, a.workers),
+    opts = Options(rate=a.rate, members=a.members, workers=max(1, a.workers), split=a.split,
                    database_url=a.database_url, max_phase_seconds=a.max_phase_seconds,
                    profile=a.profile, profile_batch=max(1, a.profile_batch),
                    profile_worker=a.profile_worker, keep=a.keep,
@@ -1759,9 +1764,14 @@ def run(opts: Options) -> Report:
         env = service_env(data_dir, broker.bootstrap, database_url, run_id)
         db_upgrade(env)
         asyncio.run(enrol(database_url or f"sqlite:///{sqlite_path}", members))
+        if opts.split:
+            procs["normaliser"] = Worker({**env, "TRANSCARE_WORKER_STAGES": "normaliser"},
+                                         work / "normaliser.log")
+            procs["normaliser"].start()
         for n in range(opts.workers):
             name = "worker" if n == 0 else f"worker{n + 1}"
-            procs[name] = Worker(env, work / f"{name}.log",
+            stages = {"TRANSCARE_WORKER_STAGES": "transitions,followup"} if opts.split else {}
+            procs[name] = Worker({**env, **stages}, work / f"{name}.log",
                                  work / f"{name}.prof" if opts.profile_worker else None)
             procs[name].start()
         procs["listener"] = Listener(env, work / "listener.log")

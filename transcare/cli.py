@@ -21,7 +21,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("listener", "run the MLLP listener and relay"),
                        ("worker", "run the stream processors"),
                        ("web", "run the HTTP API and pages")):
-        _service_args(sub.add_parser(name, help=text))
+        part = sub.add_parser(name, help=text)
+        _service_args(part)
+        if name == "worker":
+            part.add_argument("--stages", default=None, metavar="LIST",
+                              help="comma-separated stages this process runs: normaliser, "
+                                   "transitions, followup (default: all; "
+                                   "TRANSCARE_WORKER_STAGES)")
     send = sub.add_parser("send", help="send HL7 files over MLLP and print each ACK code")
     send.add_argument("--host", default="127.0.0.1")
     send.add_argument("--port", type=int, default=None)
@@ -56,6 +62,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     env = dict(os.environ)
     if getattr(args, "data_dir", None):
         env["TRANSCARE_DATA_DIR"] = str(args.data_dir)
+    if getattr(args, "stages", None):
+        env["TRANSCARE_WORKER_STAGES"] = args.stages
     settings = load_settings(env)
     return settings.with_overrides(mllp_port=getattr(args, "mllp_port", None),
                                    http_port=getattr(args, "http_port", None))

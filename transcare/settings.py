@@ -54,6 +54,8 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     topic_partitions: int = 8
     consumer_group: str = "transcare"
+    # The stages one worker process runs (docs/configuration.md): all three by default.
+    worker_stages: tuple[str, ...] = ("normaliser", "transitions", "followup")
     kafka_idempotence: bool = False
     # Seconds after which a published but unprocessed message is published again; -1 means
     # 60 on the embedded (memory-only) broker and never on an external cluster.
@@ -104,6 +106,15 @@ class Settings:
         return 60.0 if self.embedded_broker else 0.0
 
     @property
+    def worker_group(self) -> str:
+        """The consumer group of a worker running :attr:`worker_stages`: the configured group
+        for all stages, a group of their own for a subset (``transcare-normaliser``), so
+        processes running different stages never share partitions."""
+        if set(self.worker_stages) == set(WORKER_STAGES):
+            return self.consumer_group
+        return "-".join((self.consumer_group, *self.worker_stages))
+
+    @property
     def rebalance_timeout(self) -> float:
         if self.kafka_rebalance_timeout_s > 0:
             return self.kafka_rebalance_timeout_s
@@ -139,6 +150,20 @@ def _bool(value: str | bool) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+WORKER_STAGES = ("normaliser", "transitions", "followup")
+
+
+def _stages(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated (or a TOML list of) worker stages, in pipeline order."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    wanted = {str(v).strip() for v in items if str(v).strip()}
+    unknown = sorted(wanted - set(WORKER_STAGES))
+    if unknown or not wanted:
+        raise ValueError(f"unknown worker stage {', '.join(unknown) or '(none)'}: expected "
+                         f"one or more of {', '.join(WORKER_STAGES)}")
+    return tuple(stage for stage in WORKER_STAGES if stage in wanted)
+
+
 def _dates(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Comma-separated (or a TOML list of) YYYY-MM-DD dates."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -168,6 +193,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_SQLITE_SYNCHRONOUS": ("sqlite_synchronous", str),
     "TRANSCARE_TOPIC_PARTITIONS": ("topic_partitions", int),
     "TRANSCARE_CONSUMER_GROUP": ("consumer_group", str),
+    "TRANSCARE_WORKER_STAGES": ("worker_stages", _stages),
     "TRANSCARE_KAFKA_IDEMPOTENCE": ("kafka_idempotence", _bool),
     "TRANSCARE_REPUBLISH_AFTER": ("republish_after_s", float),
     "TRANSCARE_KAFKA_REBALANCE_TIMEOUT": ("kafka_rebalance_timeout_s", float),

@@ -1,7 +1,9 @@
 """Composition root of the stream worker: the faust app and its agents.
 
-``create_app(settings)`` builds the app; nothing connects at import time. The normaliser agent
-is thin: decode, call :func:`adt_listener.normaliser.normalise`, publish, record the outcome.
+``create_app(settings)`` builds the app with the stages ``settings.worker_stages`` names
+(normaliser, transitions, follow-up; all by default); nothing connects at import time. The
+normaliser agent is thin: decode, call :func:`adt_listener.normaliser.normalise`, publish,
+record the outcome.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ log = structlog.get_logger("transcare.worker")
 def create_app(settings: Settings) -> faust.App:
     """The faust app with the normaliser agent, configured from settings."""
     app = faust.App(
-        settings.consumer_group,
+        settings.worker_group,
         broker=f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
         store="memory://",
         web_enabled=False,
@@ -59,9 +61,9 @@ def create_app(settings: Settings) -> faust.App:
     if settings.kafka_idempotence:
         app.conf.producer_enable_idempotence = True
     shared: dict[str, Any] = {}
-    _normaliser(app, settings, shared)
-    _transitions(app, settings, shared)
-    _followup(app, settings, shared)
+    stages = {"normaliser": _normaliser, "transitions": _transitions, "followup": _followup}
+    for stage in settings.worker_stages:
+        stages[stage](app, settings, shared)
     return app
 
 
@@ -234,7 +236,9 @@ def run(settings: Settings) -> int:
                           quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal progress spinner has no place in a service's logs
     tune_process()
-    print(f"worker consuming {ADT_RAW.name}, {ADT_EVENTS.name} and {EPISODES.name} from "
-          f"{settings.bootstrap}", flush=True)
+    inputs = {"normaliser": ADT_RAW.name, "transitions": ADT_EVENTS.name, "followup": EPISODES.name}
+    print(f"worker ({', '.join(settings.worker_stages)}) consuming "
+          f"{', '.join(inputs[s] for s in settings.worker_stages)} from {settings.bootstrap} "
+          f"as consumer group {settings.worker_group}", flush=True)
     worker.execute_from_commandline()
     return 0

@@ -39,6 +39,9 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         ('[facilities.SNF]\ncare_setting = "snf"\n', {}, r"\[facilities.SNF\] care_setting"),
         ('[transitions]\nfrequent_ed_threshold = "x"\n', {}, "frequent_ed_threshold"),
         ("", {"TRANSCARE_MATCH_THRESHOLD": "high"}, "TRANSCARE_MATCH_THRESHOLD"),
+        ("", {"TRANSCARE_WORKER_STAGES": "normaliser,planner"},
+         "TRANSCARE_WORKER_STAGES.*unknown worker stage planner"),
+        ('[kafka]\nworker_stages = []\n', {}, "worker_stages"),
     ],
 )
 def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[str, str],
@@ -60,3 +63,33 @@ def test_transitions_settings_and_post_acute_facilities(tmp_path: Path) -> None:
     assert config.rules.frequent_ed_threshold == 3
     assert config.rules.stale_ed.total_seconds() == 24 * 3600
     assert config.policy.threshold == 95.0
+
+
+@pytest.mark.parametrize(
+    ("value", "stages", "group"),
+    [
+        ("", ("normaliser", "transitions", "followup"), "transcare"),
+        ("followup,normaliser,transitions", ("normaliser", "transitions", "followup"),
+         "transcare"),
+        ("normaliser", ("normaliser",), "transcare-normaliser"),
+        (" followup , transitions ", ("transitions", "followup"),
+         "transcare-transitions-followup"),
+    ],
+)
+def test_worker_stages_and_their_consumer_group(tmp_path: Path, value: str,
+                                                stages: tuple[str, ...], group: str) -> None:
+    s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), "TRANSCARE_WORKER_STAGES": value})
+    assert s.worker_stages == stages
+    assert s.worker_group == group
+
+
+def test_a_worker_builds_only_its_stages(tmp_path: Path) -> None:
+    from transcare.worker import create_app
+
+    def agents(value: str) -> set[str]:
+        s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), "TRANSCARE_WORKER_STAGES": value})
+        return {name.rsplit(".", 1)[-1] for name in create_app(s).agents}
+
+    assert agents("normaliser") == {"adt-normaliser"}
+    assert agents("transitions,followup") == {"transitions", "followup-planner"}
+    assert agents("") == {"adt-normaliser", "transitions", "followup-planner"}

@@ -1,5 +1,4 @@
-"""The listener's SQLite hot path: the write lock taken by prompt retries, checkpoints on a
-thread of their own."""
+"""SQLite write transactions take the write lock by prompt retries."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from transcare.db.database import _begin_promptly, _Checkpointer
+from transcare.db.database import _begin_promptly
 
 
 def _connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
@@ -53,26 +52,6 @@ def test_begin_gives_up_after_the_wait_with_the_drivers_error(tmp_path: Path) ->
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         _begin_promptly(waiter, wait_s=0.05)
     holder.rollback()
-
-
-def test_the_checkpointer_copies_the_log_into_the_database_file(tmp_path: Path) -> None:
-    path = tmp_path / "wal.db"
-    writer = _connect(path)
-    writer.execute("PRAGMA wal_autocheckpoint = 0")  # as the hot path's connection
-    writer.execute("CREATE TABLE t (blob TEXT)")
-    writer.execute("BEGIN IMMEDIATE")
-    writer.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,) for _ in range(2000)])
-    writer.commit()
-    assert path.stat().st_size < 100_000  # everything is still in the log
-    checkpointer = _Checkpointer(str(path), interval_s=0.02)
-    try:
-        deadline = time.monotonic() + 10
-        while path.stat().st_size < 2_000_000 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        checkpointer.stop()
-    assert path.stat().st_size >= 2_000_000
-    assert writer.execute("SELECT count(*) FROM t").fetchone() == (2000,)
 
 
 async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(tmp_path: Path) -> None:
