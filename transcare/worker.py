@@ -34,6 +34,7 @@ from transcare.followup_agent import followup_context, plan, schedule
 from transcare.kafka import KafkaPublisher, ensure_topics
 from transcare.outbox import OutboxPublisher
 from transcare.settings import Settings
+from transcare.stream_app import StreamApp
 from transcare.transitions_agent import decode, handle, stale_sweep, transitions_config
 from transcare.tuning import tune_process
 
@@ -42,7 +43,7 @@ log = structlog.get_logger("transcare.worker")
 
 def create_app(settings: Settings) -> faust.App:
     """The faust app with the normaliser agent, configured from settings."""
-    app = faust.App(
+    app = StreamApp(
         settings.worker_group,
         broker=f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
         store="memory://",
