@@ -1,9 +1,11 @@
 """``transcare up``: the embedded default, every part on one machine, started and stopped together.
 
 Starts the embedded broker (unless ``TRANSCARE_KAFKA_BOOTSTRAP`` names a cluster), migrates the
-database, then runs ``transcare listener``, ``worker`` and ``web`` as child processes sharing one
-settings environment and one Prometheus multiprocess directory. A child that dies is restarted
-(the store makes that lossless); Ctrl-C or SIGTERM stops everything in order.
+database, then runs ``transcare listener``, two workers (``--stages normaliser`` and
+``--stages transitions,followup``: the normaliser on a core of its own measured faster, see
+docs/performance.md) and ``web`` as child processes sharing one settings environment and one
+Prometheus multiprocess directory. A child that dies is restarted (the store makes that
+lossless); Ctrl-C or SIGTERM stops everything in order.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from transcare.db.migrate import upgrade
 from transcare.settings import Settings
 
 log = structlog.get_logger("transcare.up")
-PARTS = ("worker", "listener", "web")
+# name -> the transcare command that runs it
+PARTS: dict[str, tuple[str, ...]] = {
+    "normaliser": ("worker", "--stages", "normaliser"),
+    "worker": ("worker", "--stages", "transitions,followup"),
+    "listener": ("listener",),
+    "web": ("web",),
+}
+WORKERS = ("normaliser", "worker")
 
 
 @dataclass
@@ -71,7 +80,8 @@ def run(settings: Settings) -> int:
     try:
         upgrade(settings.effective_database_url)
         env = _child_env(settings, broker)
-        children = [Child(p, [sys.executable, "-m", "transcare.cli", p], env) for p in PARTS]
+        children = [Child(name, [sys.executable, "-m", "transcare.cli", *command], env)
+                    for name, command in PARTS.items()]
         for child in children:
             child.start()
         _announce(settings, broker)
@@ -141,17 +151,17 @@ def _watch(children: list[Child], broker: EmbeddedBroker | None) -> None:
 
 
 def _restart_broker(broker: EmbeddedBroker, children: list[Child]) -> None:
-    """Restart the broker, then the worker.
+    """Restart the broker, then the workers.
 
     The embedded broker keeps nothing across a restart: topics, records and the consumer
     group's committed offsets are gone. The listener's relay republishes what was not yet
-    processed; the worker is restarted so that it joins the new group from the start instead
-    of waiting at fetch positions the new topics never reach.
+    processed; the workers are restarted so that they join the new groups from the start
+    instead of waiting at fetch positions the new topics never reach.
     """
-    log.error("up.broker_exited", action="restart broker and worker")
+    log.error("up.broker_exited", action="restart broker and workers")
     broker.start()
     for child in children:
-        if child.name == "worker":
+        if child.name in WORKERS:
             child.stop()
             child.start()
 

@@ -60,6 +60,13 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         assert 'transcare_messages_stored{status="processed"} 1' in metrics
         status, page = _get(f"{base}/")
         assert status == 200 and "transcare" in page
+        # Two workers: the normaliser on its own, transitions and follow-up together.
+        assert _child(proc.pid, "worker", "normaliser") is not None
+        assert _child(proc.pid, "worker", "transitions,followup") is not None
+        text = log.read_text(errors="replace")
+        assert "worker (normaliser) consuming adt.raw.v1" in text
+        assert "worker (transitions, followup) consuming adt.events.v1, " \
+               "transitions.episodes.v1" in text
 
         # A part that crashes is restarted, and the feed goes on.
         listener = _child(proc.pid, "listener")
@@ -91,8 +98,9 @@ async def _send_and_see_processed(message: bytes, control_id: str, mllp: int,
     await _wait_for(processed, 90, f"{control_id} to be processed")
 
 
-def _child(parent: int, part: str) -> int | None:
-    """The pid of ``transcare <part>`` started by the supervisor ``parent``, if running."""
+def _child(parent: int, part: str, stages: str = "") -> int | None:
+    """The pid of ``transcare <part>`` (``--stages <stages>``) started by the supervisor
+    ``parent``, if running."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -102,7 +110,11 @@ def _child(parent: int, part: str) -> int | None:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and cmdline[-2:-1] == [part.encode()] and b"transcare.cli" in cmdline:
+        args = [a.decode() for a in cmdline if a]
+        if ppid != parent or "transcare.cli" not in args:
+            continue
+        args = args[args.index("transcare.cli") + 1:]
+        if args == [part] or (stages and args == [part, "--stages", stages]):
             return int(entry.name)
     return None
 
