@@ -15,7 +15,9 @@ Phases (all traffic goes to 127.0.0.1, every phase is bounded by count and time)
    server and dropped at the end), ``transcare db upgrade``, a roster (``--members``, default
    2,000, identifiers ``E{n}@GENHOSP``) and a staff directory (coordinators C1..C10 in two
    teams, C3 away and covered by C4, supervisors, a program manager) loaded with
-   ``SqlAlchemyDirectory``, then ``transcare worker`` and ``transcare listener`` as processes;
+   ``SqlAlchemyDirectory``, then the workers as ``transcare up`` runs them (``transcare worker
+   --stages normaliser`` and ``--stages transitions,followup``; ``--no-split``: full workers)
+   and ``transcare listener`` as processes;
    a small warm-up feed is sent and fully processed before anything is measured.
 3./4. Throughput: ``--messages`` realistic ADT messages (ED visits, admissions via the ED,
    direct admissions, transfers, discharges with PV1-36/PV1-45, A08 updates, outpatient
@@ -103,7 +105,7 @@ class Options:
     seconds: float = 20.0
     members: int = 2_000
     workers: int = 1
-    split: bool = False
+    split: bool = True
     database_url: str = ""
     max_phase_seconds: float = 300.0
     profile: bool = False
@@ -126,9 +128,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--members", type=int, default=2_000,
                    help="roster size (default 2000; grown if the feed needs more)")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes in the consumer group (default 1)")
-    p.add_argument("--split", action="store_true",
-                   help="run the normaliser in a worker process of its own "
+                   help="transitions and follow-up worker processes in their consumer group "
+                        "(default 1)")
+    p.add_argument("--no-split", dest="split", action="store_false",
+                   help="run --workers full worker processes (every stage) instead of what "
+                        "`transcare up` runs: a normaliser process "
                         "(TRANSCARE_WORKER_STAGES=normaliser) beside --workers processes "
                         "running transitions and follow-up")
     p.add_argument("--database-url", default="",
