@@ -3,10 +3,11 @@
 faust creates its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it. A
 broker holds a fetch up to that long when it has nothing new at the moment of the request;
 the embedded broker does so even when records arrive meanwhile, so every stage of the
-pipeline added up to 1.5 s (measured with ``bench/e2e --split`` at 500 msg/s: processing lag
-p50 1.55 s, p99 2.60 s with 1,500 ms; p50 0.63 s, p99 1.41 s with 50 ms). A real Kafka cluster
-answers as soon as data arrives either way; the shorter wait only makes idle consumers ask
-more often.
+pipeline added up to 1.5 s (stage lags p50 of 0.7-0.8 s at any load). Measured with
+``bench/e2e`` (normaliser split off) at 500 msg/s, processing lag p99: 2.6 s with 1,500 ms;
+1.4-3.6 s with 50 ms; 2.2 s with 100 ms, with less broker CPU (24-32% of a core against
+27-35%). A real Kafka cluster answers as soon as data arrives either way; the shorter wait
+only makes idle consumers ask more often.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as driver
 
-FETCH_MAX_WAIT_MS = 50
+FETCH_MAX_WAIT_MS = 100
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):

@@ -1,4 +1,4 @@
-"""The worker's faust app: consumers ask the broker to wait at most 50 ms for new records."""
+"""The worker's faust app: consumers ask the broker to wait at most 100 ms for new records."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ async def test_worker_consumers_use_the_short_fetch_wait(tmp_path: Path) -> None
     thread = app.consumer._new_consumer_thread()  # type: ignore[attr-defined]
     consumer = thread._create_worker_consumer(app.transport)
     try:
-        assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 50
+        assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
         assert consumer._group_id == settings.worker_group
     finally:
         await consumer.stop()
