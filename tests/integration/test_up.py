@@ -56,7 +56,14 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         status, metrics = _get(f"{base}/metrics")
         assert status == 200
         assert 'transcare_acks_total{code="AA"}' in metrics  # from the listener process
-        assert "transcare_events_normalised_total" in metrics  # from the worker process
+        assert "transcare_events_normalised_total" in metrics  # from the normaliser worker
+        # ... and the transitions worker took the event (nobody is enrolled: unmatched).
+        def transitions_counted() -> bool:
+            return any(line.startswith("transcare_transitions_events_total{")
+                       and 'outcome="unmatched"' in line
+                       for line in _get(f"{base}/metrics")[1].splitlines())
+
+        await _wait_for(transitions_counted, 60, "the transitions worker's count")
         assert 'transcare_messages_stored{status="processed"} 1' in metrics
         status, page = _get(f"{base}/")
         assert status == 200 and "transcare" in page
