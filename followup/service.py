@@ -120,10 +120,18 @@ def fire_due_steps(conn: Connection, ctx: FollowupContext, now: datetime, limit:
         for change in changes:
             result.put(moved, change)
         moved_tasks.extend(result.changed.values())
-        fired += _record(result, ctx, staff, now, f"{task.id}/step", None, writes)
+        fired += _record(result, ctx, staff, now, _step_cause(task), None, writes)
     save_tasks(conn, moved_tasks, now)
     writes.flush(conn, now)
     return fired
+
+
+def _step_cause(task: Task) -> str:
+    """What a ladder firing's event and notification ids derive from: the task, the first
+    step it fires and that step's time. Unique per step (a later sweep, or a ladder rebuilt
+    for a rescheduled visit, gives new ids); the same when the same step is fired again."""
+    step = task.steps[task.next_step]
+    return f"{task.id}/step{task.next_step}@{step.at.isoformat()}"
 
 
 def apply_command(conn: Connection, task: Task, change: TaskChange, ctx: FollowupContext,

@@ -66,7 +66,12 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     found = {e.event_id: _match(e, identifiers, owners, candidates, born, config) for e in todo}
     # Lock every member this batch changes, in one order, before changing any: two workers
     # (or the stale sweep) touching the same members never deadlock.
-    lock_members(conn, sorted({f.member_id for f in found.values() if f.member_id}))
+    locked = sorted({f.member_id for f in found.values() if f.member_id})
+    lock_members(conn, locked)
+    if locked:
+        # Read them again under the locks: on PostgreSQL another worker or an import may have
+        # changed a member (tier, raised tier, consent) since the matching read above.
+        candidates.update(load_members(conn, locked))
     for event in todo:
         outcome, member_id = _handle(conn, event, found[event.event_id], candidates, staff,
                                      caseload, config, now, result)

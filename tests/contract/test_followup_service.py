@@ -127,6 +127,34 @@ async def test_the_ladder_fires_each_step_once_with_a_moved_clock(database: Data
     assert to == ["C1", "C1", "PM", "S1"]  # assigned, reminded, level 1, level 2
 
 
+async def test_each_ladder_step_fired_in_its_own_sweep_gets_its_own_event_ids(
+        database: Database) -> None:
+    """Regression: every sweep derived ids from the task alone, so the level-2 escalation
+    fired in a later sweep than level 1 reused level 1's event id (consumers that drop
+    repeats lost it) and, for the same recipient, its notification ids."""
+    await setup(database)
+    await plan(database, await stay(database))
+    (contact,) = [t for t in await tasks(database) if t.type == "post_discharge_contact"]
+    for step in contact.steps:  # the scheduler runs at each step's time (other tasks too)
+        assert await database.write(lambda c, at=step.at: fire_due_steps(c, CTX, at)) >= 1
+
+    def task_events(conn: Any) -> list[dict[str, Any]]:
+        rows = conn.execute(select(outbox.c.payload).where(outbox.c.topic == "followup.tasks.v1"))
+        return [e for e in (json.loads(p) for (p,) in rows) if e["task_id"] == contact.id]
+
+    events = await database.run(task_events)
+    assert [e["type"] for e in events] == ["TaskCreated", "TaskReminded", "TaskEscalated",
+                                           "TaskEscalated"]
+    assert len({e["event_id"] for e in events}) == 4
+    notes = await database.run(lambda c: [r for r in c.execute(select(notifications)).mappings()
+                                          if r["task_id"] == contact.id])
+    assert len({r["id"] for r in notes}) == len(notes)
+    assert sorted(r["recipient_id"] for r in notes if r["channel"] == "inbox") == [
+        "C1", "C1", "PM", "S1"]
+    # Firing a step again (a second scheduler, a retried sweep) still creates nothing twice.
+    assert await database.write(lambda c: fire_due_steps(c, CTX, contact.steps[-1].at)) == 0
+
+
 async def test_two_schedulers_fire_each_step_exactly_once(database: Database,
                                                          database_url: str) -> None:
     """Two processes' schedulers racing over the same due rows, several times over."""

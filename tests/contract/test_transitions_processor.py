@@ -168,3 +168,24 @@ async def test_processed_events_and_state_commit_together(database: Database) ->
         pass
     assert await rows(database, processed_events) == []
     assert await rows(database, episodes) == []
+
+
+async def test_members_are_applied_as_they_are_once_locked(database: Database,
+                                                           monkeypatch: Any) -> None:
+    """Regression: a batch applied events to the members it had read for matching, before
+    taking their row locks; on PostgreSQL another worker's or an import's commit in between
+    (here: the tier raised to high) was then overwritten or ignored."""
+    import transitions.processor as processor
+
+    await enrol(database)
+    original = processor.lock_members
+
+    def lock_after_a_concurrent_change(conn: Any, member_ids: Sequence[str]) -> None:
+        conn.execute(text("UPDATE members SET tier = 'high' WHERE member_id = 'M1'"))
+        original(conn, member_ids)
+
+    monkeypatch.setattr(processor, "lock_members", lock_after_a_concurrent_change)
+    await run(database, [adt("A01", "t1", patient_class="I", visit="V1")])
+    (tier,) = await database.run(lambda c: list(c.execute(text("SELECT tier FROM episodes"))
+                                               .scalars()))
+    assert tier == "high"

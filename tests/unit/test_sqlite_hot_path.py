@@ -82,3 +82,31 @@ async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(tmp_
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def test_a_write_that_cannot_get_the_lock_raises_sqlalchemys_operational_error(
+        tmp_path: Path) -> None:
+    """Regression: the lock wait runs in SQLAlchemy's begin hook, whose driver errors
+    SQLAlchemy does not wrap; the worker's retry loops catch
+    sqlalchemy.exc.OperationalError, so a plain sqlite3 error dropped the work instead of
+    waiting for the database."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from transcare.db.database import LOCK_WAIT_S, ThreadedSqliteDatabase
+
+    path = tmp_path / "locked.db"
+    db = ThreadedSqliteDatabase(f"sqlite:///{path}")
+    try:
+        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+        holder = _connect(path)
+        holder.execute("BEGIN IMMEDIATE")
+        db.lock_wait_s = 0.05
+        with pytest.raises(OperationalError, match="locked"):
+            await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (1)")))
+        holder.rollback()
+        db.lock_wait_s = LOCK_WAIT_S
+        await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))  # fine again
+        assert await db.run(lambda c: list(c.execute(text("SELECT n FROM t")).scalars())) == [2]
+    finally:
+        await db.dispose()

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Engine, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError as DBAPIOperationalError
 
 from transcare.db.engine import async_url, create_engine, is_sqlite
 
@@ -54,6 +55,7 @@ class ThreadedSqliteDatabase:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._raw: Any = None  # the hot path's own driver connection, used on the one thread
         self._immediate = False  # only touched on the one executor thread
+        self.lock_wait_s = LOCK_WAIT_S  # how long a write waits for SQLite's write lock
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -70,7 +72,12 @@ class ThreadedSqliteDatabase:
         driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         driver.execute("PRAGMA busy_timeout = 0")
         try:
-            _begin_promptly(driver)
+            _begin_promptly(driver, self.lock_wait_s)
+        except sqlite3.OperationalError as exc:
+            # Raised from an event hook SQLAlchemy does not wrap: wrap it as the driver's
+            # BEGIN would have been, so callers that wait for the database (catching
+            # sqlalchemy.exc.OperationalError) keep waiting instead of failing the work.
+            raise DBAPIOperationalError("BEGIN IMMEDIATE", None, exc) from exc
         finally:
             driver.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_S * 1000)}")
 
