@@ -65,7 +65,24 @@ def create_app(settings: Settings) -> faust.App:
     stages = {"normaliser": _normaliser, "transitions": _transitions, "followup": _followup}
     for stage in settings.worker_stages:
         stages[stage](app, settings, shared)
+    if {"transitions", "followup"} & set(settings.worker_stages):
+        _outbox(app, settings, shared)  # both stages write outbox rows
     return app
+
+
+def _outbox(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
+    """The outbox publisher (one at a time across processes: a database lease)."""
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def publish_outbox() -> None:
+        await ensure_topics(settings.bootstrap, [t.name for t in ALL_TOPICS], settings.topic_partitions)
+        publisher = await KafkaPublisher(settings.bootstrap, settings.kafka_idempotence).start()
+        shared["outbox"] = OutboxPublisher(_database(settings, shared), publisher, holder)
+        try:
+            await shared["outbox"].run()
+        finally:
+            await publisher.close()
 
 
 def _wake(shared: dict[str, Any], *names: str) -> None:
@@ -133,16 +150,6 @@ def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> 
         async for batch in stream.take_events(200, within=0.05):  # type: ignore[attr-defined]
             await handle(_database(settings, shared), decode([e.value for e in batch]), config)
             _wake(shared, "outbox")
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def publish_outbox() -> None:
-        await ensure_topics(settings.bootstrap, [t.name for t in ALL_TOPICS], settings.topic_partitions)
-        publisher = await KafkaPublisher(settings.bootstrap, settings.kafka_idempotence).start()
-        shared["outbox"] = OutboxPublisher(_database(settings, shared), publisher, holder)
-        try:
-            await shared["outbox"].run()
-        finally:
-            await publisher.close()
 
     @app.timer(60.0)  # type: ignore[untyped-decorator]
     async def sweep() -> None:

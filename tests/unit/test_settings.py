@@ -86,10 +86,13 @@ def test_worker_stages_and_their_consumer_group(tmp_path: Path, value: str,
 def test_a_worker_builds_only_its_stages(tmp_path: Path) -> None:
     from transcare.worker import create_app
 
-    def agents(value: str) -> set[str]:
+    def parts(value: str) -> tuple[set[str], bool]:
         s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), "TRANSCARE_WORKER_STAGES": value})
-        return {name.rsplit(".", 1)[-1] for name in create_app(s).agents}
+        app = create_app(s)
+        outbox = any(t.__name__ == "publish_outbox" for t in app._app_tasks)
+        return {name.rsplit(".", 1)[-1] for name in app.agents}, outbox
 
-    assert agents("normaliser") == {"adt-normaliser"}
-    assert agents("transitions,followup") == {"transitions", "followup-planner"}
-    assert agents("") == {"adt-normaliser", "transitions", "followup-planner"}
+    assert parts("normaliser") == ({"adt-normaliser"}, False)
+    assert parts("transitions,followup") == ({"transitions", "followup-planner"}, True)
+    assert parts("followup") == ({"followup-planner"}, True)  # its rows get published too
+    assert parts("") == ({"adt-normaliser", "transitions", "followup-planner"}, True)
