@@ -42,7 +42,8 @@ log = structlog.get_logger("transcare.worker")
 
 
 def create_app(settings: Settings) -> faust.App:
-    """The faust app with the normaliser agent, configured from settings."""
+    """The faust app with the agents and timers of ``settings.worker_stages``, and the outbox
+    publisher where those stages write outbox rows."""
     app = StreamApp(
         settings.worker_group,
         broker=f"kafka://{settings.bootstrap.replace(',', ';kafka://')}",
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def _outbox(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
     """The outbox publisher (one at a time across processes: a database lease)."""
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = _holder()
 
     @app.task  # type: ignore[untyped-decorator]
     async def publish_outbox() -> None:
@@ -83,6 +84,11 @@ def _outbox(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
             await shared["outbox"].run()
         finally:
             await publisher.close()
+
+
+def _holder() -> str:
+    """This process's name for the database leases (outbox, scheduler, stale sweep)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _wake(shared: dict[str, Any], *names: str) -> None:
@@ -97,7 +103,7 @@ def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> Non
     episodes = app.topic(EPISODES.name, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
     ctx = followup_context(settings)  # a bad rule file stops the worker here, naming the rule
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = _holder()
 
     @app.agent(episodes, name="followup-planner")
     async def planner(stream: faust.StreamT[Any]) -> None:
@@ -143,7 +149,7 @@ def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> 
     events = app.topic(ADT_EVENTS.name, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     config = transitions_config(settings)
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = _holder()
 
     @app.agent(events, name="transitions")
     async def transitions(stream: faust.StreamT[Any]) -> None:

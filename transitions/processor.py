@@ -68,9 +68,10 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     # (or the stale sweep) touching the same members never deadlock.
     locked = sorted({f.member_id for f in found.values() if f.member_id})
     lock_members(conn, locked)
-    if locked:
-        # Read them again under the locks: on PostgreSQL another worker or an import may have
-        # changed a member (tier, raised tier, consent) since the matching read above.
+    if conn.dialect.name == "postgresql" and locked:
+        # Read them again under the row locks: another worker or an import may have changed a
+        # member (tier, raised tier, consent) since the matching read above. (SQLite: the
+        # transaction holds the database's write lock from its start; nothing can change.)
         candidates.update(load_members(conn, locked))
     for event in todo:
         outcome, member_id = _handle(conn, event, found[event.event_id], candidates, staff,

@@ -176,26 +176,12 @@ class Message:
         occurrence: int = 0,
     ) -> str:
         """One leaf value, raw (escapes intact); '' when absent."""
-        reps = self.repetitions(segment, number, occurrence)
-        if rep >= len(reps):
-            return ""
         if segment == "MSH" and number in (1, 2):
             # MSH-1 and MSH-2 hold the delimiters themselves: never split into components.
-            return reps[0] if component == 1 and sub == 1 else ""
-        return self.component(reps[rep], component, sub)
-
-    def get(
-        self, segment: str, number: int, component: int = 1, sub: int = 1, *, rep: int = 0,
-        occurrence: int = 0,
-    ) -> str:
-        """One leaf value with escape sequences decoded; '' when absent.
-
-        The HL7 explicit null ``""`` is returned as ''.
-        """
-        if segment == "MSH" and number < 3:
-            return self.decode(self.raw(segment, number, component, sub, rep=rep,
-                                        occurrence=occurrence))
-        # The mapping reads about 40 leaves per message: the steps of raw() inlined.
+            reps = self.repetitions(segment, number, occurrence)
+            return reps[0] if reps and rep == 0 and component == 1 and sub == 1 else ""
+        # The mapping reads about 40 leaves per message: segment, field and repetition
+        # lookups are done here directly rather than through field() and repetitions().
         idx = self._index.get(segment)
         if not idx or occurrence >= len(idx):
             return ""
@@ -214,13 +200,20 @@ class Message:
             value = reps[rep]
         elif rep:
             return ""
-        if d.component in value or d.subcomponent in value or component != 1 or sub != 1:
-            value = self.component(value, component, sub)
-        if value == '""':
-            return ""
-        if d.escape in value:
-            return unescape(value, d)
+        if component != 1 or sub != 1 or d.component in value or d.subcomponent in value:
+            return self.component(value, component, sub)
         return value
+
+    def get(
+        self, segment: str, number: int, component: int = 1, sub: int = 1, *, rep: int = 0,
+        occurrence: int = 0,
+    ) -> str:
+        """One leaf value with escape sequences decoded; '' when absent.
+
+        The HL7 explicit null ``""`` is returned as ''.
+        """
+        return self.decode(self.raw(segment, number, component, sub, rep=rep,
+                                    occurrence=occurrence))
 
     def component(self, value: str, component: int = 1, sub: int = 1) -> str:
         """Component ``component`` (1-based) and subcomponent ``sub`` of a raw value."""

@@ -17,12 +17,15 @@ def dialect_insert(conn: Connection, table: Table) -> Any:
     Raises:
         ValueError: a database other than SQLite or PostgreSQL.
     """
-    name = conn.dialect.name
-    if name == "postgresql":
+    return _insert(conn.dialect.name, table)
+
+
+def _insert(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    raise ValueError(f"upsert on {name}: transcare runs on SQLite or PostgreSQL")
+    raise ValueError(f"upsert on {dialect}: transcare runs on SQLite or PostgreSQL")
 
 
 def upsert(conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]],
@@ -35,10 +38,7 @@ def upsert(conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[d
     """
     if not rows:
         return
-    name = conn.dialect.name
-    if name not in ("postgresql", "sqlite"):
-        raise ValueError(f"upsert on {name}: transcare runs on SQLite or PostgreSQL")
-    statement = _upsert_statement(name, table, tuple(rows[0]), tuple(keys),
+    statement = _upsert_statement(conn.dialect.name, table, tuple(rows[0]), tuple(keys),
                                   frozenset(keep))
     conn.execute(statement, list(rows))
 
@@ -48,6 +48,6 @@ def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...], keys
                       keep: frozenset[str]) -> Any:
     """The statement for one shape of upsert, built once: ``excluded`` copies every column
     of the table, which cost more than executing the statement (measured on the hot path)."""
-    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    stmt = _insert(dialect, table)
     updates = {name: stmt.excluded[name] for name in columns if name not in keys and name not in keep}
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
