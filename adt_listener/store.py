@@ -338,6 +338,16 @@ def _store_batch(rows: _CoreRows | _SqliteRows,
             for item in batch]
 
 
+def oldest_in_flight_age(conn: Connection, now: datetime) -> float:
+    """Seconds since the oldest accepted message still waiting for the normaliser was
+    received (0 when none waits): how far behind the stream workers are."""
+    c = messages.c
+    oldest = conn.execute(select(func.min(c.received_at)).where(c.status == ACCEPTED)).scalar()
+    if oldest is None:
+        return 0.0
+    return max(0.0, (now - _utc(oldest)).total_seconds())
+
+
 def _sqlite_values(item: IncomingMessage) -> tuple[Any, ...]:
     return (_sqlite_time(item.received_at), item.sending_facility, item.control_id,
             item.message_type, item.patient_key, item.peer, item.charset, item.raw, item.ack_code,

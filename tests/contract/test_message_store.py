@@ -363,3 +363,23 @@ async def test_outcomes_for_another_databases_message_change_nothing(
     assert await store.decided([(result.id, elsewhere)]) == set()
     await store.record_outcomes([Outcome(result.id, PROCESSED, None, T0)], T0)
     assert await store.decided([(result.id, T0)]) == {result.id}
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
+async def test_oldest_in_flight_age_is_that_of_the_oldest_accepted_message(
+        store: MessageStore) -> None:
+    from adt_listener.store import oldest_in_flight_age
+
+    assert isinstance(store, SqlAlchemyMessageStore)
+    now = T0 + timedelta(minutes=10)
+
+    async def age() -> float:
+        return await store._db.run(lambda conn: oldest_in_flight_age(conn, now))
+
+    assert await age() == 0.0  # nothing waits
+    await store.store([msg("OLD", at=T0, status=REJECTED), msg("C1", at=T0 + timedelta(minutes=4)),
+                       msg("C2", at=T0 + timedelta(minutes=7))])
+    assert await age() == 360.0  # C1; a rejected message never waits for the workers
+    (c1,) = await store.find(control_id="C1")
+    await store.record_outcomes([Outcome(c1.id, PROCESSED)], now)
+    assert await age() == 180.0  # C2

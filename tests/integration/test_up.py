@@ -65,8 +65,9 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
 
         await _wait_for(transitions_counted, 60, "the transitions worker's count")
         assert 'transcare_messages_stored{status="processed"} 1' in metrics
+        assert "transcare_oldest_in_flight_seconds " in metrics  # how far behind the workers are
         status, page = _get(f"{base}/")
-        assert status == 200 and "transcare" in page
+        assert status == 200 and "transcare" in page and "oldest in flight (s)" in page
         # Two workers: the normaliser on its own, transitions and follow-up together.
         assert _child(proc.pid, "worker", "normaliser") is not None
         assert _child(proc.pid, "worker", "transitions,followup") is not None

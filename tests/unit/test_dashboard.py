@@ -16,3 +16,14 @@ def test_problems_are_listed_with_their_reasons_and_control_characters_are_neutr
     assert "MSH-18: byte 0x96" in page and "C&lt;1&gt;" in page
     assert "\x96" not in page and "ELAB\ufffd3" in page
     assert ">5</b><span>processed" in page and ">3</b><span>relay backlog" in page
+
+
+def test_the_age_of_the_oldest_message_in_flight_is_shown_and_red_when_late() -> None:
+    calm = render_dashboard({"accepted": 2}, 0, [], {"oldest_in_flight_s": 0.4,
+                                                      "open_episodes": {}, "reviews_pending": 0,
+                                                      "outbox_backlog": 0, "enrolled": 0})
+    assert '<div class="card"><b>0</b><span>oldest in flight (s)' in calm
+    late = render_dashboard({"accepted": 900}, 0, [], {"oldest_in_flight_s": 42.0,
+                                                        "open_episodes": {}, "reviews_pending": 0,
+                                                        "outbox_backlog": 0, "enrolled": 0})
+    assert '<div class="card bad"><b>42</b><span>oldest in flight (s)' in late

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
-from adt_listener.store import SqlAlchemyMessageStore, StoredMessage
+from adt_listener.store import SqlAlchemyMessageStore, StoredMessage, oldest_in_flight_age
 from followup.notify.store import delivery_counts
 from followup.task_store import count_tasks
 from transcare import __version__
@@ -130,9 +130,12 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def ops_stats(conn: Connection) -> dict[str, Any]:
-    """Counts for the ops page and /metrics: episodes, tasks, notification deliveries."""
-    return {**stream_stats(conn), "tasks": count_tasks(conn, datetime.now(UTC)),
-            "notifications": delivery_counts(conn)}
+    """Counts for the ops page and /metrics: episodes, tasks, notification deliveries, and
+    the age of the oldest message the workers have not normalised yet."""
+    now = datetime.now(UTC)
+    return {**stream_stats(conn), "tasks": count_tasks(conn, now),
+            "notifications": delivery_counts(conn),
+            "oldest_in_flight_s": oldest_in_flight_age(conn, now)}
 
 
 async def _database_ok(db: Database) -> str:

@@ -74,11 +74,16 @@ def _task_cards(stats: dict[str, Any]) -> str:
     return f'<h2>Follow-up work</h2><div class="cards">{cards}</div>'
 
 
+LAG_ALERT_S = 10  # the in-flight age shown in red from here (the lag target is 1 s)
+
+
 def render_dashboard(counts: dict[str, int], backlog: int,
                      problems: Sequence[StoredMessage], stats: dict[str, Any] | None = None) -> str:
+    lag = round((stats or {}).get("oldest_in_flight_s", 0.0))
     cards = "".join([
         _card("processed", counts.get("processed", 0)),
         _card("accepted, in flight", counts.get("accepted", 0)),
+        _card("oldest in flight (s)", lag, bad=lag >= LAG_ALERT_S),
         _card("relay backlog", backlog, bad=backlog > 1000),
         _card("rejected (AE/AR)", counts.get("rejected", 0), bad=True),
         _card("dead letters", counts.get("deadlettered", 0), bad=True),

@@ -30,6 +30,10 @@ def render_metrics(backlog: int, by_status: dict[str, int],
     ]
     lines += [f'transcare_messages_stored{{status="{s}"}} {n}' for s, n in sorted(by_status.items())]
     if stats is not None:
+        lines += ["# HELP transcare_oldest_in_flight_seconds Age of the oldest stored message "
+                  "not yet normalised by the workers (0 when none waits)",
+                  "# TYPE transcare_oldest_in_flight_seconds gauge",
+                  f"transcare_oldest_in_flight_seconds {stats.get('oldest_in_flight_s', 0.0):.3f}"]
         lines += _episode_lines(stats)
         if "tasks" in stats:
             lines += _followup_lines(stats)
