@@ -9,6 +9,7 @@ the listener keeps accepting: the store holds the backlog.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -84,8 +85,8 @@ class Relay:
         self._poll = poll_s
         self._stale = stale_s
         self._republish_after = republish_after_s
-        self._last_sweep = 0.0
-        self._last_poll = 0.0
+        self._last_sweep = -math.inf  # time.monotonic() is small just after boot
+        self._last_poll = -math.inf
         self._queue: list[PendingMessage] = []
         self._recovering = True  # start by publishing whatever the store holds
         self._recovered_up_to = 0
