@@ -203,7 +203,7 @@ class SqlAlchemyMessageStore:
             if loose:
                 conn.execute(by_id, params(loose))
 
-        await self._db.run(apply)
+        await self._db.write(apply)  # the write lock taken up front, promptly retried
 
     async def find(self, *, control_id: str | None = None, facility: str | None = None,
                    status: str | None = None, limit: int = 100,

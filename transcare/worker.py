@@ -140,7 +140,9 @@ def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> Non
 def _database(settings: Settings, shared: dict[str, Any]) -> Database:
     """The process's one database handle, opened on first use (never at import)."""
     if "db" not in shared:
-        shared["db"] = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+        # SQLite transactions on the loop's thread: see ThreadedSqliteDatabase (inline).
+        shared["db"] = open_database(settings.effective_database_url, settings.sqlite_synchronous,
+                                     inline=True)
     return shared["db"]  # type: ignore[no-any-return]
 
 

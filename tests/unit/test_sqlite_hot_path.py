@@ -54,7 +54,9 @@ def test_begin_gives_up_after_the_wait_with_the_drivers_error(tmp_path: Path) ->
     holder.rollback()
 
 
-async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["threaded", "inline"])
+async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(
+        tmp_path: Path, inline: bool) -> None:
     """Two databases on one file (as the listener and the worker are): a write waits for the
     other's transaction, then commits; afterwards the connection's own busy timeout is back."""
     import asyncio
@@ -64,7 +66,7 @@ async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(tmp_
     from transcare.db.database import LOCK_WAIT_S, ThreadedSqliteDatabase
 
     url = f"sqlite:///{tmp_path / 'two.db'}"
-    first, second = ThreadedSqliteDatabase(url), ThreadedSqliteDatabase(url)
+    first, second = ThreadedSqliteDatabase(url), ThreadedSqliteDatabase(url, inline=inline)
     try:
         await first.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
 
@@ -107,6 +109,68 @@ async def test_a_write_that_cannot_get_the_lock_raises_sqlalchemys_operational_e
         holder.rollback()
         db.lock_wait_s = LOCK_WAIT_S
         await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))  # fine again
+        assert await db.run(lambda c: list(c.execute(text("SELECT n FROM t")).scalars())) == [2]
+    finally:
+        await db.dispose()
+
+
+async def test_an_inline_write_waits_for_the_lock_without_stopping_the_loop(tmp_path: Path) -> None:
+    """The worker's database runs transactions on the loop's thread; while another process
+    holds the write lock the loop goes on (a blocked loop misses heartbeats and fetches)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from transcare.db.database import ThreadedSqliteDatabase
+
+    path = tmp_path / "inline.db"
+    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=True)
+    try:
+        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+        holder = _connect(path)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO t VALUES (1)")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        def insert(conn: object) -> int:
+            conn.execute(text("INSERT INTO t VALUES (2)"))  # type: ignore[attr-defined]
+            return threading.get_ident()
+
+        ticker = asyncio.create_task(tick())
+        asyncio.get_running_loop().call_later(0.15, holder.commit)
+        ran_on = await db.write(insert)
+        ticker.cancel()
+        assert ran_on == threading.get_ident()  # on the loop's thread
+        assert ticks >= 10  # the loop kept running while the write waited
+        assert await db.run(lambda c: sorted(c.execute(text("SELECT n FROM t")).scalars())) == [1, 2]
+    finally:
+        await db.dispose()
+
+
+async def test_an_inline_write_that_cannot_get_the_lock_raises_sqlalchemys_operational_error(
+        tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from transcare.db.database import ThreadedSqliteDatabase
+
+    path = tmp_path / "inline-locked.db"
+    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=True)
+    try:
+        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+        holder = _connect(path)
+        holder.execute("BEGIN IMMEDIATE")
+        db.lock_wait_s = 0.05
+        with pytest.raises(OperationalError, match="locked"):
+            await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (1)")))
+        holder.rollback()
+        await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))
         assert await db.run(lambda c: list(c.execute(text("SELECT n FROM t")).scalars())) == [2]
     finally:
         await db.dispose()

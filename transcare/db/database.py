@@ -42,9 +42,17 @@ class Database(Protocol):
 
 
 class ThreadedSqliteDatabase:
-    """SQLite through the sync driver on a single worker thread."""
+    """SQLite through the sync driver on a single worker thread.
 
-    def __init__(self, url: str, synchronous: str = "NORMAL") -> None:
+    ``inline``: transactions run on the event loop's own thread instead (the wait for the write
+    lock stays asynchronous). For a process whose event loop and database work compete for
+    the interpreter anyway (the stream worker): a transaction on a second thread hands the GIL
+    back and forth with the loop at every statement, and held SQLite's write lock about twice
+    as long as its work takes (measured in ``bench/e2e``); the listener and the web server keep
+    the thread, so their loops never stop for a transaction.
+    """
+
+    def __init__(self, url: str, synchronous: str = "NORMAL", inline: bool = False) -> None:
         sync_url = make_url(url).set(drivername="sqlite")
         self._engine: Engine = create_sync_engine(
             sync_url, connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_S})
@@ -54,16 +62,38 @@ class ThreadedSqliteDatabase:
         event.listen(self._engine, "begin", self._begin)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._raw: Any = None  # the hot path's own driver connection, used on the one thread
-        self._immediate = False  # only touched on the one executor thread
+        self._immediate = False  # only touched on the thread that runs transactions
+        self._once = False  # inline writes: one try for the write lock, then _LockBusy
+        self._inline = inline
         self.lock_wait_s = LOCK_WAIT_S  # how long a write waits for SQLite's write lock
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
+        if self._inline:
+            return self._transaction(fn, False)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, fn, False)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
+        if self._inline:
+            return await self._write_inline(fn)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, fn, True)
+
+    async def _write_inline(self, fn: Callable[[Connection], T]) -> T:
+        """``BEGIN IMMEDIATE`` tried once per round; between tries the loop runs on."""
+        deadline = time.monotonic() + self.lock_wait_s
+        delay = _RETRY_FIRST_S
+        while True:
+            self._once = True
+            try:
+                return self._transaction(fn, True)
+            except _LockBusy as exc:
+                if time.monotonic() > deadline:
+                    raise DBAPIOperationalError("BEGIN IMMEDIATE", None, exc.__cause__ or exc) from exc
+            finally:
+                self._once = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
 
     def _begin(self, conn: Connection) -> None:
         if not self._immediate:
@@ -72,7 +102,10 @@ class ThreadedSqliteDatabase:
         driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         driver.execute("PRAGMA busy_timeout = 0")
         try:
-            _begin_promptly(driver, self.lock_wait_s)
+            if self._once:
+                _begin_once(driver)
+            else:
+                _begin_promptly(driver, self.lock_wait_s)
         except sqlite3.OperationalError as exc:
             # Raised from an event hook SQLAlchemy does not wrap: wrap it as the driver's
             # BEGIN would have been, so callers that wait for the database (catching
@@ -143,10 +176,14 @@ class AsyncEngineDatabase:
         await self._engine.dispose()
 
 
-def open_database(url: str, sqlite_synchronous: str = "NORMAL") -> Database:
-    """The right :class:`Database` for a URL (``sqlite:///...`` or ``postgresql://...``)."""
+def open_database(url: str, sqlite_synchronous: str = "NORMAL", inline: bool = False) -> Database:
+    """The right :class:`Database` for a URL (``sqlite:///...`` or ``postgresql://...``).
+
+    ``inline``: SQLite transactions on the event loop's thread (see
+    :class:`ThreadedSqliteDatabase`); PostgreSQL's driver is asynchronous anyway.
+    """
     if is_sqlite(url):
-        return ThreadedSqliteDatabase(url, sqlite_synchronous)
+        return ThreadedSqliteDatabase(url, sqlite_synchronous, inline)
     return AsyncEngineDatabase(async_url(url))
 
 
@@ -181,6 +218,19 @@ def _begin_promptly(conn: sqlite3.Connection, wait_s: float = LOCK_WAIT_S) -> No
                 raise
         time.sleep(delay)
         delay = min(delay * 2, _RETRY_MAX_S)
+
+
+class _LockBusy(Exception):
+    """Another process holds SQLite's write lock (an inline write tries again later)."""
+
+
+def _begin_once(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise _LockBusy() from exc
+        raise
 
 
 def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
