@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import Select, bindparam, func, insert, or_, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from followup.task import ACTIVE, Priority, Step, Task, TaskStatus
@@ -56,19 +57,35 @@ def task_from_row(row: RowMapping) -> Task:
 def load_tasks(conn: Connection, *, ids: Iterable[str] = (), episode_ids: Iterable[str] = (),
                member_id: str | None = None, active_only: bool = False) -> list[Task]:
     """Tasks by id, by episode, or by member (any of them), oldest first."""
+    params: dict[str, Any] = {}
+    if ids := list(ids):
+        params["ids"] = ids
+    if episode_ids := list(episode_ids):
+        params["episodes"] = episode_ids
+    if member_id is not None:
+        params["member"] = member_id
+    if not params:
+        return []
+    query = _tasks_query("ids" in params, "episodes" in params, "member" in params, active_only)
+    return [task_from_row(r) for r in conn.execute(query, params).mappings()]
+
+
+@cache
+def _tasks_query(by_ids: bool, by_episodes: bool, by_member: bool, active_only: bool) -> Select[Any]:
+    """load_tasks' statement for one combination of filters, built once (it runs for every
+    episode event; building it cost more than running it)."""
     c = tasks.c
     conds: list[Any] = []
-    for column, values in ((c.id, list(ids)), (c.episode_id, list(episode_ids))):
-        if values:
-            conds.append(column.in_(values))
-    if member_id is not None:
-        conds.append(c.member_id == member_id)
-    if not conds:
-        return []
+    if by_ids:
+        conds.append(c.id.in_(bindparam("ids", expanding=True)))
+    if by_episodes:
+        conds.append(c.episode_id.in_(bindparam("episodes", expanding=True)))
+    if by_member:
+        conds.append(c.member_id == bindparam("member"))
     query = select(tasks).where(or_(*conds))
     if active_only:
         query = query.where(c.status.in_(ACTIVE))
-    return [task_from_row(r) for r in conn.execute(query.order_by(c.created_at, c.id)).mappings()]
+    return query.order_by(c.created_at, c.id)
 
 
 def save_tasks(conn: Connection, changed: Sequence[Task], now: datetime) -> None:

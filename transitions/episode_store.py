@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.tables import (
@@ -49,18 +49,47 @@ def lock_members(conn: Connection, member_ids: Sequence[str]) -> None:
                      .order_by(members.c.member_id).with_for_update())
 
 
+# The statements run for every event, built once with bound parameters: building a statement
+# (and its cache key) cost about three times what running it costs on SQLite.
+_E = episodes.c
+_OF_MEMBERS = select(episodes).where(_E.member_id.in_(bindparam("members", expanding=True)))
+_OF_MEMBERS_OR_IDS = select(episodes).where(or_(
+    _E.member_id.in_(bindparam("members", expanding=True)),
+    _E.id.in_(bindparam("ids", expanding=True))))
+_VISIT_OWNER = select(episode_visits.c.episode_id).where(
+    episode_visits.c.facility_key == bindparam("facility_key"),
+    episode_visits.c.visit_number == bindparam("visit_number"))
+_VISITS_OF = select(episode_visits.c.facility_key, episode_visits.c.visit_number,
+                    episode_visits.c.episode_id).where(
+    episode_visits.c.episode_id.in_(bindparam("ids", expanding=True)))
+_FLAGS_OF = select(episode_flags.c.episode_id, episode_flags.c.flag, episode_flags.c.raised_at,
+                   episode_flags.c.detail).where(
+    episode_flags.c.episode_id.in_(bindparam("ids", expanding=True))).order_by(
+    episode_flags.c.raised_at, episode_flags.c.flag)
+_DROP_FLAGS = delete(episode_flags).where(
+    episode_flags.c.episode_id.in_(bindparam("ids", expanding=True)))
+_ADD_FLAGS = insert(episode_flags)
+_ADD_TIMELINE = insert(episode_timeline)
+
+
 def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str, str]] = (),
                prior_identifiers: Sequence[MemberIdentifier] = ()) -> PatientState:
     """The member's episodes and visit index, plus the episodes owning ``visit_keys`` and,
     for a merge, the episodes of ``prior_identifiers`` and of the members holding them."""
     prior_members = _holders(conn, prior_identifiers) - {member.member_id}
-    conds = [episodes.c.member_id.in_([member.member_id, *prior_members])]
-    if prior_identifiers:
-        conds.append(episodes.c.patient_identifier.in_([str(i) for i in prior_identifiers]))
     owners = _visit_owners(conn, visit_keys)
-    if owners:
-        conds.append(episodes.c.id.in_(set(owners.values())))
-    rows = list(conn.execute(select(episodes).where(or_(*conds))).mappings())
+    if prior_identifiers:
+        conds = [_E.member_id.in_([member.member_id, *prior_members]),
+                 _E.patient_identifier.in_([str(i) for i in prior_identifiers])]
+        if owners:
+            conds.append(_E.id.in_(set(owners.values())))
+        query = conn.execute(select(episodes).where(or_(*conds)))
+    elif owners:
+        query = conn.execute(_OF_MEMBERS_OR_IDS, {"members": [member.member_id],
+                                                  "ids": sorted(set(owners.values()))})
+    else:
+        query = conn.execute(_OF_MEMBERS, {"members": [member.member_id]})
+    rows = list(query.mappings())
     loaded = _episodes(conn, rows)
     visits = _visits_of(conn, list(loaded))
     visits.update(owners)
@@ -79,11 +108,9 @@ def _holders(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[str]:
 
 def _visit_owners(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
     found: dict[tuple[str, str], str] = {}
-    c = episode_visits.c
     for facility_key, visit_number in set(keys):
-        query = select(c.episode_id).where(c.facility_key == facility_key,
-                                           c.visit_number == visit_number)
-        owner = conn.execute(query).scalar_one_or_none()
+        owner = conn.execute(_VISIT_OWNER, {"facility_key": facility_key,
+                                            "visit_number": visit_number}).scalar_one_or_none()
         if owner is not None:
             found[(facility_key, visit_number)] = owner
     return found
@@ -92,10 +119,7 @@ def _visit_owners(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tup
 def _visits_of(conn: Connection, episode_ids: list[str]) -> dict[tuple[str, str], str]:
     if not episode_ids:
         return {}
-    c = episode_visits.c
-    rows = conn.execute(select(c.facility_key, c.visit_number, c.episode_id)
-                        .where(c.episode_id.in_(episode_ids)))
-    return {(f, v): e for f, v, e in rows}
+    return {(f, v): e for f, v, e in conn.execute(_VISITS_OF, {"ids": episode_ids})}
 
 
 def _episodes(conn: Connection, rows: Sequence[RowMapping]) -> dict[str, Episode]:
@@ -106,11 +130,8 @@ def _episodes(conn: Connection, rows: Sequence[RowMapping]) -> dict[str, Episode
 def load_flags(conn: Connection, episode_ids: Sequence[str]) -> dict[str, tuple[Flag, ...]]:
     if not episode_ids:
         return {}
-    c = episode_flags.c
     found: dict[str, list[Flag]] = {}
-    query = select(c.episode_id, c.flag, c.raised_at, c.detail).where(
-        c.episode_id.in_(episode_ids)).order_by(c.raised_at, c.flag)
-    for episode_id, name, raised_at, detail in conn.execute(query):
+    for episode_id, name, raised_at, detail in conn.execute(_FLAGS_OF, {"ids": list(episode_ids)}):
         found.setdefault(episode_id, []).append(Flag(cast(FlagName, name), raised_at, detail or {}))
     return {k: tuple(v) for k, v in found.items()}
 
@@ -158,7 +179,7 @@ def save_state(conn: Connection, state: PatientState, source_id: str, now: datet
             {"facility_key": f, "visit_number": v, "episode_id": e}
             for (f, v), e in sorted(state.new_visits.items())])
     if state.changes:
-        conn.execute(insert(episode_timeline), [
+        conn.execute(_ADD_TIMELINE, [
             {"episode_id": c.episode_id, "occurred_at": c.occurred_at, "type": c.type,
              "source_id": source_id, "summary": c.summary, "detail": _detail_json(c.detail)}
             for c in state.changes])
@@ -174,11 +195,11 @@ def save_state(conn: Connection, state: PatientState, source_id: str, now: datet
 def _save_flags(conn: Connection, changed: Sequence[Episode]) -> None:
     if not changed:
         return
-    conn.execute(delete(episode_flags).where(episode_flags.c.episode_id.in_([e.id for e in changed])))
+    conn.execute(_DROP_FLAGS, {"ids": [e.id for e in changed]})
     rows = [{"episode_id": e.id, "flag": f.name, "raised_at": f.raised_at,
              "detail": _detail_json(f.detail)} for e in changed for f in e.flags]
     if rows:
-        conn.execute(insert(episode_flags), rows)
+        conn.execute(_ADD_FLAGS, rows)
 
 
 def _detail_json(detail: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from followup.notify.content import Notice, from_payload, to_payload
 from transcare.db.tables import notifications, staff
-from transcare.db.upsert import dialect_insert
+from transcare.db.upsert import insert_new
 
 CHANNELS = ("inbox", "email", "webhook")
 SENT_CHANNELS = ("email", "webhook")  # the dispatcher's; inbox rows are delivered when written
@@ -48,11 +48,9 @@ def create_notifications(conn: Connection, notices: Sequence[tuple[Notice, str, 
             for channel in dict.fromkeys(channels)]
     if not rows:
         return 0
-    # One executemany of one cached statement (a multi-row VALUES is compiled afresh for
-    # every row count); RETURNING counts the rows that were new.
-    stmt = (dialect_insert(conn, notifications).on_conflict_do_nothing(index_elements=["id"])
-            .returning(notifications.c.id))
-    return len(conn.execute(stmt, rows).all())
+    # One executemany of one statement built once per database kind (a multi-row VALUES is
+    # compiled afresh for every row count); RETURNING counts the rows that were new.
+    return len(conn.execute(insert_new(conn, notifications, ["id"], returning=["id"]), rows).all())
 
 
 def _row(notice: Notice, recipient_id: str, channel: str, now: datetime) -> dict[str, Any]:

@@ -28,6 +28,19 @@ def _insert(dialect: str, table: Table) -> Any:
     raise ValueError(f"upsert on {dialect}: transcare runs on SQLite or PostgreSQL")
 
 
+def insert_new(conn: Connection, table: Table, keys: Sequence[str],
+               returning: Sequence[str] = ()) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` (``RETURNING`` the named columns of the
+    rows that were new), built once per shape: execute it with the rows as parameters."""
+    return _insert_new(conn.dialect.name, table, tuple(keys), tuple(returning))
+
+
+@lru_cache(maxsize=64)
+def _insert_new(dialect: str, table: Table, keys: tuple[str, ...], returning: tuple[str, ...]) -> Any:
+    stmt = _insert(dialect, table).on_conflict_do_nothing(index_elements=list(keys))
+    return stmt.returning(*(table.c[name] for name in returning)) if returning else stmt
+
+
 def upsert(conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]],
            keep: Collection[str] = ()) -> None:
     """Insert ``rows``, or update them where ``keys`` match; columns in ``keep`` (and columns
