@@ -57,7 +57,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 async def start_listener(settings: Settings,
                          connect: Callable[[], Awaitable[Publisher]] | None = None) -> Listener:
     """Wire and start the listener. ``connect`` overrides the Kafka publisher (tests)."""
-    db = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+    db = open_database(settings.effective_message_store_url, settings.sqlite_synchronous)
     store = SqlAlchemyMessageStore(db)
 
     async def kafka() -> Publisher:

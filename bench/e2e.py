@@ -590,8 +590,14 @@ async def enrol(database_url: str, members: list[Any]) -> None:
 # Reading the database (sqlite3 for SQLite, asyncpg for PostgreSQL)
 
 
+_STORE_TABLE = re.compile(r"\b(FROM|JOIN) messages\b")
+MESSAGE_STORE = "transcare-messages.db"  # on SQLite the listener's file, beside transcare.db
+
+
 class Probe:
-    """Counts and timings read straight from the service's database."""
+    """Counts and timings read straight from the service's database. On SQLite the message
+    store is a file of its own, attached as ``store``: queries name ``messages`` as on
+    PostgreSQL and read the attached table."""
 
     def __init__(self, sqlite_path: Path | None, pg_dsn: str | None) -> None:
         self.sqlite_path = sqlite_path
@@ -608,6 +614,8 @@ class Probe:
         else:
             assert self.sqlite_path is not None
             self._sq = sqlite3.connect(self.sqlite_path, check_same_thread=False, timeout=30)
+            self._sq.execute("ATTACH DATABASE ? AS store",
+                             (str(self.sqlite_path.with_name(MESSAGE_STORE)),))
         return self
 
     async def close(self) -> None:
@@ -625,6 +633,7 @@ class Probe:
                 return [tuple(r) for r in await self._pg.fetch(pg_sql, *args)]
             assert self._sq is not None
             conn = self._sq
+            sql = _STORE_TABLE.sub(r"\1 store.messages", sql)
             return await asyncio.to_thread(lambda: conn.execute(sql, args).fetchall())
 
     async def one(self, sql: str, *args: Any) -> tuple[Any, ...]:
@@ -1247,6 +1256,11 @@ def profile_worker(opts: Options, report: Report, database_url: str, sqlite_path
         src, dst = sqlite3.connect(sqlite_path), sqlite3.connect(copy)
         src.backup(dst)
         src.close()
+        # The stored messages come from the message store's own file: one database here.
+        dst.execute("ATTACH DATABASE ? AS store", (str(sqlite_path.with_name(MESSAGE_STORE)),))
+        dst.execute("INSERT INTO main.messages SELECT * FROM store.messages")
+        dst.commit()
+        dst.execute("DETACH DATABASE store")
         dst.close()
         url = f"sqlite:///{copy}"
 

@@ -189,7 +189,8 @@ class MessageTable:
     """Counts rows of the ``messages`` table (sqlite3 for SQLite, asyncpg for PostgreSQL)."""
 
     def __init__(self, data_dir: Path, database_url: str) -> None:
-        self.sqlite_path = None if database_url else data_dir / "transcare.db"
+        # On SQLite the listener's message store is a file of its own beside transcare.db.
+        self.sqlite_path = None if database_url else data_dir / "transcare-messages.db"
         self.database_url = database_url
 
     def _pg_dsn(self) -> str:

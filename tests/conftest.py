@@ -65,6 +65,11 @@ class Service:
     def database_url(self) -> str:
         return f"sqlite+aiosqlite:///{self.data_dir / 'transcare.db'}"
 
+    @property
+    def message_store(self) -> Path:
+        """The SQLite file the listener stores messages in (beside the database)."""
+        return self.data_dir / "transcare-messages.db"
+
     def start(self, part: str, name: str | None = None) -> None:
         """Start ``transcare PART``; ``name`` tells a second copy apart (e.g. ``worker2``)."""
         log = open(self.data_dir / f"{name or part}.log", "ab")  # noqa: SIM115

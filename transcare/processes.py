@@ -21,12 +21,13 @@ log = structlog.get_logger("transcare")
 
 
 def db_upgrade(settings: Settings, quiet: bool = False) -> int:
-    from transcare.db.migrate import upgrade
+    from transcare.db.migrate import database_urls, upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.effective_database_url)
-    if not quiet:
-        print(f"database at revision head: {_safe_url(settings.effective_database_url)}")
+    for url in database_urls(settings):
+        upgrade(url)
+        if not quiet:
+            print(f"database at revision head: {_safe_url(url)}")
     return 0
 
 
@@ -124,7 +125,7 @@ def replay(settings: Settings, since: str | None, facility: str | None) -> int:
             start = start.replace(tzinfo=settings.time_zone(""))
 
     async def run() -> int:
-        db = open_database(settings.effective_database_url, settings.sqlite_synchronous)
+        db = open_database(settings.effective_message_store_url, settings.sqlite_synchronous)
         try:
             return await SqlAlchemyMessageStore(db).republish(start, facility)
         finally:

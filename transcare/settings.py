@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy.engine import make_url
+
 
 class SettingsError(ValueError):
     """A setting is invalid; the message names the variable or TOML key."""
@@ -36,6 +38,9 @@ class FacilitySettings:
 class Settings:
     data_dir: Path = Path("./data")
     database_url: str = ""
+    # Where the listener stores received messages; "" means beside the database (see
+    # effective_message_store_url).
+    message_store_url: str = ""
     kafka_bootstrap: str = ""
     # Set by `transcare up` for its children: the bootstrap names the embedded broker.
     broker_embedded: bool = False
@@ -94,6 +99,22 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'transcare.db'}"
+
+    @property
+    def effective_message_store_url(self) -> str:
+        """The message store's database: ``message_store_url`` if set; on SQLite a file of its
+        own beside the database (``transcare.db`` -> ``transcare-messages.db``), so the
+        listener's commits never queue behind the workers' transactions for SQLite's one
+        write lock; on PostgreSQL the same database (row locks, no such queue)."""
+        if self.message_store_url:
+            return self.message_store_url
+        url = make_url(self.effective_database_url)
+        path = url.database
+        if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+            return self.effective_database_url
+        file = Path(path)
+        messages = file.with_name(f"{file.stem}-messages{file.suffix or '.db'}")
+        return url.set(database=str(messages)).render_as_string(hide_password=False)
 
     @property
     def embedded_broker(self) -> bool:
@@ -176,6 +197,7 @@ def _dates(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_DATA_DIR": ("data_dir", Path),
     "TRANSCARE_DATABASE_URL": ("database_url", str),
+    "TRANSCARE_MESSAGE_STORE_URL": ("message_store_url", str),
     "TRANSCARE_KAFKA_BOOTSTRAP": ("kafka_bootstrap", str),
     "TRANSCARE_BROKER_PORT": ("broker_port", int),
     "TRANSCARE_BROKER_EMBEDDED": ("broker_embedded", _bool),

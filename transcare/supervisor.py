@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from transcare.broker import EmbeddedBroker, free_port, port_open
-from transcare.db.migrate import upgrade
+from transcare.db.migrate import database_urls, upgrade
 from transcare.settings import Settings
 
 log = structlog.get_logger("transcare.up")
@@ -78,7 +78,8 @@ def run(settings: Settings) -> int:
     broker = _start_broker(settings)
     children: list[Child] = []
     try:
-        upgrade(settings.effective_database_url)
+        for url in database_urls(settings):
+            upgrade(url)
         env = _child_env(settings, broker)
         children = [Child(name, [sys.executable, "-m", "transcare.cli", *command], env)
                     for name, command in PARTS.items()]

@@ -146,6 +146,17 @@ def _database(settings: Settings, shared: dict[str, Any]) -> Database:
     return shared["db"]  # type: ignore[no-any-return]
 
 
+def _message_store(settings: Settings, shared: dict[str, Any]) -> SqlAlchemyMessageStore:
+    """The message store (the normaliser records outcomes there): on SQLite a database file
+    of its own (``Settings.effective_message_store_url``), else the process's database."""
+    if "messages" not in shared:
+        url = settings.effective_message_store_url
+        db = _database(settings, shared) if url == settings.effective_database_url else \
+            open_database(url, settings.sqlite_synchronous, inline=True)
+        shared["messages"] = SqlAlchemyMessageStore(db)
+    return shared["messages"]  # type: ignore[no-any-return]
+
+
 def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
     """adt.events.v1 -> episodes (database) + outbox -> transitions.episodes.v1."""
     events = app.topic(ADT_EVENTS.name, key_type=bytes, value_type=bytes,
@@ -177,24 +188,19 @@ def _normaliser(app: faust.App, settings: Settings, shared: dict[str, Any]) -> N
                        key_serializer="raw", value_serializer="raw")
     dead = app.topic(ADT_DEADLETTER.name, key_type=bytes, value_type=bytes,
                      key_serializer="raw", value_serializer="raw")
-    state: dict[str, Any] = {}
 
     @lru_cache(maxsize=1024)
     def time_zone(facility: str) -> ZoneInfo:
         return settings.time_zone(facility)
 
-    async def store() -> SqlAlchemyMessageStore:
-        if "store" not in state:
-            state["store"] = SqlAlchemyMessageStore(_database(settings, shared))
-        return state["store"]  # type: ignore[no-any-return]
-
     @app.agent(raw, name="adt-normaliser")
     async def normaliser(stream: faust.StreamT[Any]) -> None:
         async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
+            store = _message_store(settings, shared)
             results = [normalise(e.key or b"", e.value, time_zone) for e in batch]
-            results = await _undecided(await store(), results)
+            results = await _undecided(store, results)
             await _publish(results, events, dead)
-            await _record(await store(), results)
+            await _record(store, results)
 
 
 async def _undecided(store: SqlAlchemyMessageStore,

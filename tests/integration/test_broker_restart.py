@@ -45,7 +45,7 @@ async def test_backlog_is_published_after_broker_restart(
                                 TRANSCARE_REPUBLISH_AFTER="4")
     svc.start("worker")
     svc.start("listener")
-    db = svc.data_dir / "transcare.db"
+    db = svc.message_store
     try:
         assert await _send(svc.mllp_port, "BEFORE", 20) == ["AA"] * 20
         await wait_until_settled(db)

@@ -4,7 +4,6 @@ a migrated SQLite file."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -15,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.helpers import migrate
 from transcare.db.database import open_database
-from transcare.db.migrate import upgrade
 from transcare.settings import Settings
 from transcare.web.app import create_app
 from transitions.directory_store import SqlAlchemyDirectory
@@ -93,8 +92,9 @@ def test_cli_exits_2_for_a_file_level_problem(tmp_path: Path, db_url: str, kind:
 
 @pytest.fixture
 async def client(tmp_path: Path, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    await asyncio.to_thread(upgrade, db_url)
-    app = create_app(Settings(data_dir=tmp_path, database_url=db_url))
+    settings = Settings(data_dir=tmp_path, database_url=db_url)
+    await migrate(settings)
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:

@@ -4,7 +4,6 @@ migrated SQLite database, filled by the real processor."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,8 +18,8 @@ from followup.rules_loader import default_rules
 from followup.service import FollowupContext, plan_batch
 from schemas.episode_event import EpisodeEvent
 from tests.adt_builders import T0, adt
+from tests.integration.helpers import migrate
 from transcare.db.database import open_database
-from transcare.db.migrate import upgrade
 from transcare.db.tables import outbox
 from transcare.settings import Settings
 from transcare.web.app import create_app
@@ -46,7 +45,7 @@ EVENTS = [
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     url = f"sqlite:///{tmp_path / 'transcare.db'}"
-    await asyncio.to_thread(upgrade, url)
+    await migrate(Settings(data_dir=tmp_path, database_url=url))
     db = open_database(url)
     directory = SqlAlchemyDirectory(db)
     await directory.upsert_members([

@@ -34,6 +34,7 @@ from tests.conftest import Service, make_service
 from tests.integration.helpers import fresh_postgres_database, read_events
 from transcare.db.database import Database, open_database
 from transcare.db.migrate import upgrade
+from transcare.settings import Settings
 from transitions.directory_store import SqlAlchemyDirectory
 from transitions.model import Member, MemberIdentifier, StaffMember
 from transitions.processor import Config, process_batch
@@ -148,7 +149,8 @@ async def poll(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float
 
 
 async def settled(db: Database) -> None:
-    """Every stored message has an outcome (normalised or dead-lettered)."""
+    """Every stored message has an outcome (normalised or dead-lettered); ``db`` is the
+    message store (on SQLite a file of its own beside the database)."""
     async def check() -> bool:
         return (await query(db, "SELECT count(*) FROM messages WHERE status = 'accepted'"))[0][0] == 0
     await poll("messages still not processed", check)
@@ -194,13 +196,14 @@ async def test_corpus_messages_make_the_expected_episodes_with_two_workers(
     svc: Service = make_service(data, broker.bootstrap, TRANSCARE_DATABASE_URL=database_url)
     await enrol(database_url, roster)
     db = open_database(database_url)
+    messages = open_database(Settings(database_url=database_url).effective_message_store_url)
     svc.start("worker")
     svc.start("worker", name="worker2")
     svc.start("listener")
     try:
         codes = await send_all(svc.mllp_port, feed)
         accepted = [(name, text) for name, text in feed if codes[name] in ("AA", "CA")]
-        await settled(db)
+        await settled(messages)
         await transitions_done(db, f"%|{token}-%", len(accepted))
         expected = await reference(tmp_path, accepted, roster)
         assert len(expected) >= 30, f"only {len(expected)} episodes from the corpus"
@@ -213,10 +216,11 @@ async def test_corpus_messages_make_the_expected_episodes_with_two_workers(
         keys = {f"M-{m.identifiers[0].value}".encode() for m in roster}
         seen = await read_events(broker.bootstrap, EPISODES.name, ids, keys=keys)
         assert set(seen) == ids
-        await replay_changes_nothing(svc, db, token, roster)
+        await replay_changes_nothing(svc, db, messages, token, roster)
     finally:
         svc.stop_all()
         await db.dispose()
+        await messages.dispose()
 
 
 # What the transitions stage owns. The follow-up stage runs meanwhile (its scheduler fires the
@@ -235,7 +239,7 @@ async def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     return {name: sorted(await query(db, sql), key=repr) for name, sql in EPISODE_QUERIES.items()}
 
 
-async def replay_changes_nothing(svc: Service, db: Database, token: str,
+async def replay_changes_nothing(svc: Service, db: Database, messages: Database, token: str,
                                  roster: list[Member]) -> None:
     """``transcare replay`` publishes every stored message again; once the worker has been
     through all of them (a sentinel A05 per patient, behind the replayed messages on the
@@ -244,7 +248,7 @@ async def replay_changes_nothing(svc: Service, db: Database, token: str,
     done = subprocess.run([sys.executable, "-m", "transcare.cli", "replay"], env=svc.env,
                           capture_output=True, text=True, check=True)
     assert "queued for publishing again" in done.stdout
-    await settled(db)
+    await settled(messages)
     sentinels = [(m.member_id, sentinel(m.identifiers[0].value, f"{token}-s{n}"))
                  for n, m in enumerate(roster)]
     codes = await send_all(svc.mllp_port, sentinels)

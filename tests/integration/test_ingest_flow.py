@@ -62,7 +62,7 @@ async def test_every_corpus_message_is_acknowledged_and_ends_visible(
             assert set(got) <= {"AA", "CA"}, f"{path.name}: {got}"
         else:
             assert set(got) <= {"AR", "CR"}, f"{path.name}: {got}"
-    db = service.data_dir / "transcare.db"
+    db = service.message_store
     await wait_until_settled(db)
     statuses = {r["status"] for r in store_rows(db)}
     assert statuses <= {"processed", "deadlettered", "rejected"}
@@ -111,7 +111,7 @@ async def test_raw_streams_are_split_and_each_message_acknowledged(
     # mirth__TestADT.raw: 124 messages with repeated MSH-10: one row per control id, the rest resends.
     sent = split_file((streams / "mirth__TestADT.raw").read_bytes())
     distinct = {m.split(b"\r")[0].split(b"|")[9] for m in sent}
-    rows = store_rows(service.data_dir / "transcare.db", "sending_facility = '1'")
+    rows = store_rows(service.message_store, "sending_facility = '1'")
     assert len(sent) == 124 and len(rows) == len(distinct)
 
 
@@ -124,7 +124,7 @@ async def test_resent_control_id_is_stored_and_processed_once(
     second = await client.send(message)
     await client.close()
     assert first == second and first[0].code == "AA"
-    db = service.data_dir / "transcare.db"
+    db = service.message_store
     rows = store_rows(db, "control_id = 'RESEND-0001'")
     assert len(rows) == 1
     await wait_until_settled(db)
@@ -141,7 +141,7 @@ async def _send_as(service: Service, corpus: Path, name: str, control_id: str) -
     client = await MllpClient.connect("127.0.0.1", service.mllp_port)
     assert (await client.send(message))[0].code == "AA"
     await client.close()
-    db = service.data_dir / "transcare.db"
+    db = service.message_store
     await wait_until_settled(db)
     return db
 
@@ -184,7 +184,7 @@ async def test_listener_sigkill_loses_no_acknowledged_message(
     await sender
     assert 300 <= len(acked) < 5000
     service.start("listener")
-    db = service.data_dir / "transcare.db"
+    db = service.message_store
     stored = {r["control_id"] for r in store_rows(db, "control_id LIKE 'KILL-%'")}
     assert set(acked) <= stored, "an acknowledged message is missing from the store"
     await wait_until_settled(db)

@@ -30,8 +30,8 @@ from followup.task_store import find_tasks, history
 from schemas.adt_event import AdtEvent
 from schemas.episode_event import EpisodeEvent
 from tests.adt_builders import adt
+from tests.integration.helpers import migrate
 from transcare.db.database import Database, open_database
-from transcare.db.migrate import upgrade
 from transcare.db.tables import notifications, outbox
 from transcare.followup_agent import followup_context
 from transcare.settings import Settings
@@ -122,8 +122,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)")
     url = f"sqlite:///{tmp_path / 'transcare.db'}"
-    await asyncio.to_thread(upgrade, url)
     settings = Settings(data_dir=tmp_path, database_url=url, program_time_zone=ZONE)
+    await migrate(settings)
     db = open_database(url)
     await _fill(db, followup_context(settings))
     server, serving, sock = await _serve(create_app(settings))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from transcare.settings import SettingsError, load_settings
+from transcare.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults_are_documented_values(tmp_path: Path) -> None:
@@ -96,3 +96,27 @@ def test_a_worker_builds_only_its_stages(tmp_path: Path) -> None:
     assert parts("transitions,followup") == ({"transitions", "followup-planner"}, True)
     assert parts("followup") == ({"followup-planner"}, True)  # its rows get published too
     assert parts("") == ({"adt-normaliser", "transitions", "followup-planner"}, True)
+
+
+def test_the_message_store_is_a_sqlite_file_of_its_own_beside_the_database(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.effective_message_store_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/transcare-messages.db"
+    assert Settings(database_url="sqlite:////srv/tc/main.db").effective_message_store_url == \
+        "sqlite:////srv/tc/main-messages.db"
+
+
+def test_the_message_store_shares_a_postgresql_database_unless_set() -> None:
+    pg = "postgresql://tc@db.example/transcare"
+    assert Settings(database_url=pg).effective_message_store_url == pg
+    assert Settings(database_url=pg, message_store_url="postgresql://tc@db2/messages") \
+        .effective_message_store_url == "postgresql://tc@db2/messages"
+    assert load_settings({"TRANSCARE_MESSAGE_STORE_URL": "sqlite:////m.db"}).message_store_url == \
+        "sqlite:////m.db"
+
+
+def test_both_databases_are_migrated_once_each(tmp_path: Path) -> None:
+    from transcare.db.migrate import database_urls
+
+    assert len(database_urls(Settings(data_dir=tmp_path))) == 2
+    pg = "postgresql://tc@db.example/transcare"
+    assert database_urls(Settings(database_url=pg)) == [pg]

@@ -68,12 +68,22 @@ def _out(m: StoredMessage) -> MessageOut:
 
 def create_app(settings: Settings) -> FastAPI:
     db = open_database(settings.effective_database_url, settings.sqlite_synchronous)
-    store = SqlAlchemyMessageStore(db)
+    messages_url = settings.effective_message_store_url
+    messages_db = db if messages_url == settings.effective_database_url else open_database(
+        messages_url, settings.sqlite_synchronous)
+    store = SqlAlchemyMessageStore(messages_db)
+
+    async def stats() -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {**await db.run(lambda c: ops_stats(c, now)),
+                "oldest_in_flight_s": await messages_db.run(lambda c: oldest_in_flight_age(c, now))}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await db.dispose()
+        if messages_db is not db:
+            await messages_db.dispose()
 
     app = FastAPI(title="transcare", version=__version__, lifespan=lifespan,
                   description="Transitional-care service: ADT ingest, episodes, follow-up.")
@@ -106,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def readyz() -> JSONResponse:
         """Readiness: the database answers and the Kafka broker accepts connections."""
         checks = {"database": await _database_ok(db),
+                  **({} if messages_db is db else {"message_store": await _database_ok(messages_db)}),
                   "broker": await _broker_ok(settings.bootstrap)}
         ok = all(v == "ok" for v in checks.values())
         body = Health(status="ok" if ok else "unavailable", checks=checks)
@@ -115,7 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         """Prometheus text format: every process's metrics plus store-derived gauges."""
         body, content_type = render_metrics(await store.backlog(), await store.count_by_status(),
-                                            await db.run(ops_stats))
+                                            await stats())
         return PlainTextResponse(body, media_type=content_type)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -124,18 +135,16 @@ def create_app(settings: Settings) -> FastAPI:
         recent = await store.find(limit=15, status="rejected")
         dead = await store.find(limit=15, status="deadlettered")
         return HTMLResponse(render_dashboard(counts, await store.backlog(), recent + dead,
-                                             await db.run(ops_stats)))
+                                             await stats()))
 
     return app
 
 
-def ops_stats(conn: Connection) -> dict[str, Any]:
-    """Counts for the ops page and /metrics: episodes, tasks, notification deliveries, and
-    the age of the oldest message the workers have not normalised yet."""
-    now = datetime.now(UTC)
+def ops_stats(conn: Connection, now: datetime) -> dict[str, Any]:
+    """Counts for the ops page and /metrics: episodes, tasks, notification deliveries. (The
+    age of the oldest message not yet normalised comes from the message store.)"""
     return {**stream_stats(conn), "tasks": count_tasks(conn, now),
-            "notifications": delivery_counts(conn),
-            "oldest_in_flight_s": oldest_in_flight_age(conn, now)}
+            "notifications": delivery_counts(conn)}
 
 
 async def _database_ok(db: Database) -> str:
