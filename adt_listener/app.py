@@ -39,6 +39,7 @@ class Listener:
         await self.relay.stop()
         self._relay_task.cancel()
         await asyncio.gather(self._relay_task, return_exceptions=True)
+        await self.store.close()
         await self._dispose()
 
 

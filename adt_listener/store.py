@@ -10,14 +10,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sqlalchemy import and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from transcare.db.database import Database, ThreadedSqliteDatabase
+from transcare.db.database import AsyncEngineDatabase, Database, ThreadedSqliteDatabase
 from transcare.db.tables import messages
+
+if TYPE_CHECKING:
+    from adt_listener.pg_store import PgDriverRows
 
 ACCEPTED, PROCESSED, DEADLETTERED, REJECTED = "accepted", "processed", "deadlettered", "rejected"
 STATUSES = (ACCEPTED, PROCESSED, DEADLETTERED, REJECTED)
@@ -131,6 +134,16 @@ class SqlAlchemyMessageStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._pg: PgDriverRows | None = None
+        if isinstance(db, AsyncEngineDatabase) and db.url.startswith("postgresql"):
+            from adt_listener.pg_store import PgDriverRows
+
+            self._pg = PgDriverRows(db.url)  # connects on first use (the listener's hot path)
+
+    async def close(self) -> None:
+        """Close the hot path's own connection, if it opened one."""
+        if self._pg is not None:
+            await self._pg.close()
 
     async def store(self, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
         """Commit a batch in one transaction; resends get their original ACK back.
@@ -148,6 +161,8 @@ class SqlAlchemyMessageStore:
     async def _run_store(self, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
         if isinstance(self._db, ThreadedSqliteDatabase):
             return await self._db.run_dbapi(lambda conn: _store_batch(_SqliteRows(conn), batch))
+        if self._pg is not None:
+            return await self._pg.store(batch)
         return await self._db.run(lambda conn: _store_batch(_CoreRows(conn), batch))
 
     async def unpublished(self, limit: int,
@@ -175,6 +190,9 @@ class SqlAlchemyMessageStore:
                    f"({', '.join('?' for _ in ids)})")
             params = (_sqlite_time(at), *ids)
             await self._db.run_dbapi(lambda conn: conn.execute(sql, params))
+            return
+        if self._pg is not None:
+            await self._pg.mark_published(ids, at)
             return
         stmt = update(messages).where(messages.c.id.in_(list(ids))).values(published_at=at)
         await self._db.run(lambda conn: conn.execute(stmt))

@@ -163,6 +163,7 @@ class AsyncEngineDatabase:
     """PostgreSQL (or any async driver) through ``AsyncConnection.run_sync``."""
 
     def __init__(self, url: str) -> None:
+        self.url = url  # as given (the listener's hot path opens a driver connection of its own)
         self._engine = create_engine(url)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
