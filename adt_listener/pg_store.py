@@ -38,7 +38,19 @@ _KNOWN = ("SELECT m.sending_facility, m.control_id, m.ack FROM messages m "
           "ON m.sending_facility = k.facility AND m.control_id = k.control_id "
           "WHERE m.status <> 'rejected'")
 _DEADLOCK_RETRIES = 5
+STATEMENT_TIMEOUT_S = 30.0  # a server that stops answering fails the batch (no ACK) instead of hanging
+# Options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect (the adapter pops them too).
+_ADAPTER_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
 _PUBLISHED = "UPDATE messages SET published_at = $1 WHERE id = ANY($2::bigint[])"
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """``asyncpg.connect`` keyword arguments for a database URL, read by SQLAlchemy's own
+    asyncpg dialect, so a URL means here what it means to the engine (``?ssl=require``,
+    ``?ssl=disable``, ports, several hosts)."""
+    parsed = make_url(url).set(drivername="postgresql+asyncpg")
+    _, params = parsed.get_dialect()().create_connect_args(parsed)
+    return {k: v for k, v in params.items() if k not in _ADAPTER_ONLY}
 
 
 class PgDriverRows:
@@ -49,7 +61,7 @@ class PgDriverRows:
     """
 
     def __init__(self, url: str) -> None:
-        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._connect_args = connect_args(url)
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -74,8 +86,9 @@ class PgDriverRows:
                 # reaching both at once): the statement that lost did nothing; run it again.
                 if attempt == _DEADLOCK_RETRIES - 1:
                     raise
-        inserted = {(f, c): int(i) for i, f, c, s in rows if s != REJECTED and c}
-        loose = iter(sorted(int(i) for i, f, c, s in rows if not (s != REJECTED and c)))
+        # A row has a dedupe key exactly when the unique index covers it (IncomingMessage.dedupe_key).
+        inserted = {(f, c): int(i) for i, f, c, s in rows if s != REJECTED and c is not None}
+        loose = iter(sorted(int(i) for i, f, c, s in rows if not (s != REJECTED and c is not None)))
         resent = [key for key in first if key not in inserted]
         known: dict[tuple[str, str], str] = {}
         if resent:
@@ -90,8 +103,10 @@ class PgDriverRows:
                 original = first[key]
                 results.append(StoreResult(item.ack, False, inserted[key]) if original is item
                                else StoreResult(original.ack, True))
-            else:
-                results.append(StoreResult(known.get(key, item.ack), True))
+            elif key in known:
+                results.append(StoreResult(known[key], True))
+            else:  # neither inserted nor stored before: never answer it as a duplicate
+                raise RuntimeError(f"message store: control id of {key[0]!r} neither stored nor found")
         return results
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
@@ -105,9 +120,9 @@ class PgDriverRows:
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._lock:  # one statement at a time on the one connection
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self._dsn)
+                self._conn = await asyncpg.connect(**self._connect_args)
             try:
-                return list(await self._conn.fetch(sql, *args))
+                return list(await self._conn.fetch(sql, *args, timeout=STATEMENT_TIMEOUT_S))
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
                 await self._drop()
                 raise

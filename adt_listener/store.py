@@ -50,7 +50,10 @@ class IncomingMessage(NamedTuple):
 
     @property
     def dedupe_key(self) -> tuple[str, str] | None:
-        if self.status == REJECTED or not self.control_id:
+        """(MSH-4, MSH-10) for a message the unique index covers: not rejected, with a control
+        id ("" counts as one, as it does for the index; the listener stores a missing MSH-10
+        as None)."""
+        if self.status == REJECTED or self.control_id is None:
             return None
         return (self.sending_facility, self.control_id)
 

@@ -21,13 +21,16 @@ log = structlog.get_logger("transcare")
 
 
 def db_upgrade(settings: Settings, quiet: bool = False) -> int:
-    from transcare.db.migrate import database_urls, upgrade
+    from transcare.db.migrate import database_urls, upgrade_service
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    for url in database_urls(settings):
-        upgrade(url)
-        if not quiet:
+    moved = upgrade_service(settings)
+    if not quiet:
+        for url in database_urls(settings):
             print(f"database at revision head: {_safe_url(url)}")
+        if moved:
+            print(f"moved {moved} stored messages to the message store "
+                  f"{_safe_url(settings.effective_message_store_url)}")
     return 0
 
 

@@ -23,7 +23,7 @@ import structlog
 
 from transcare.broker import EmbeddedBroker, free_port, port_open
 from transcare.db.engine import is_sqlite
-from transcare.db.migrate import database_urls, upgrade
+from transcare.db.migrate import upgrade_service
 from transcare.settings import Settings
 
 log = structlog.get_logger("transcare.up")
@@ -94,8 +94,7 @@ def run(settings: Settings) -> int:
     broker = _start_broker(settings)
     children: list[Child] = []
     try:
-        for url in database_urls(settings):
-            upgrade(url)
+        upgrade_service(settings)
         env = _child_env(settings, broker)
         children = [Child(name, [sys.executable, "-m", "transcare.cli", *command], env)
                     for name, command in parts(settings).items()]

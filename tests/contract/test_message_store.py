@@ -153,6 +153,38 @@ async def test_duplicates_inside_one_batch(store: MessageStore) -> None:
     assert len(await store.find(control_id="C1")) == 1
 
 
+async def test_a_mixed_batch_maps_every_result_to_its_own_row(store: MessageStore) -> None:
+    """Messages without MSH-10, rejected ones with and without it, new ones, a resend of a
+    stored one and a repeat inside the batch, together: each new message's id is its row's."""
+    await store.store([msg("OLD", ack="A-OLD")])
+    batch = [msg(None, raw=b"no-id-1"), msg("R1", status=REJECTED, raw=b"rejected-1"),
+             msg("N1", raw=b"new-1"), msg("OLD", ack="B-OLD"), msg(None, raw=b"no-id-2"),
+             msg("N1", ack="again"), msg("R1", status=REJECTED, raw=b"rejected-2"),
+             msg("N2", raw=b"new-2"), msg(None, status=REJECTED, raw=b"rejected-3")]
+    results = await store.store(batch)
+    assert [r.duplicate for r in results] == [False, False, False, True, False, True, False,
+                                              False, False]
+    assert results[3].ack == "A-OLD" and results[5].ack == batch[2].ack
+    stored = {m.id: m for m in await store.find(limit=100)}
+    raw_of = {p.id: bytes(p.raw) for p in await store.unpublished(100)}
+    for item, result in zip(batch, results, strict=True):
+        if result.duplicate:
+            assert result.id is None
+            continue
+        assert result.id in stored
+        assert (stored[result.id].control_id, stored[result.id].status) == (item.control_id,
+                                                                            item.status)
+        if item.status == ACCEPTED:
+            assert raw_of[result.id] == item.raw
+
+
+async def test_an_empty_control_id_is_a_key_like_any_other(store: MessageStore) -> None:
+    """The unique index counts "" as a control id; so does the duplicate check (the
+    listener itself stores a missing MSH-10 as None)."""
+    first, second = await store.store([msg("", ack="A-empty"), msg("", ack="B-empty")])
+    assert (first.duplicate, second.duplicate, second.ack) == (False, True, "A-empty")
+
+
 async def test_rejected_does_not_block_later_accepted(store: MessageStore) -> None:
     (bad,) = await store.store([msg("C1", status=REJECTED, ack="AE-ACK")])
     (bad_again,) = await store.store([msg("C1", status=REJECTED, ack="AE-ACK-2")])
@@ -409,3 +441,26 @@ async def test_oldest_in_flight_age_is_that_of_the_oldest_accepted_message(
     (c1,) = await store.find(control_id="C1")
     await store.record_outcomes([Outcome(c1.id, PROCESSED)], now)
     assert await age() == 180.0  # C2
+
+
+async def test_the_postgresql_hot_path_reads_connection_options_as_the_engine_does(
+        postgres_url: str | None) -> None:
+    """``?ssl=disable`` means to the listener's own asyncpg connection what it means to
+    SQLAlchemy's engine (a plain DSN handed to asyncpg took it as a server setting)."""
+    if postgres_url is None:
+        pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
+    from adt_listener.pg_store import connect_args
+
+    url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}ssl=disable"
+    assert connect_args(url)["ssl"] == "disable"
+    db = open_database(url)
+    store = SqlAlchemyMessageStore(db)
+    try:
+        await db.run(lambda conn: conn.execute(text("TRUNCATE messages RESTART IDENTITY")))
+        (result,) = await store.store([msg("SSL-OFF")])
+        assert not result.duplicate and result.id is not None
+        await store.mark_published([result.id], T0)
+        assert await store.unpublished(10) == []
+    finally:
+        await store.close()
+        await db.dispose()

@@ -16,15 +16,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.engine import make_url
 
-from transcare.db.migrate import database_urls, upgrade
+from transcare.db.migrate import upgrade_service
 from transcare.settings import Settings
 
 
 async def migrate(settings: Settings) -> None:
     """``transcare db upgrade`` for these settings: the database and the message store (on
     SQLite a file of its own). Alembic's env.py runs its own loop: from a thread."""
-    for url in database_urls(settings):
-        await asyncio.to_thread(upgrade, url)
+    await asyncio.to_thread(upgrade_service, settings)
 
 
 def store_rows(db: Path, where: str = "1=1") -> list[sqlite3.Row]:

@@ -80,7 +80,8 @@ async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(
         assert rows == [1, 2]
         timeout = await second.write(
             lambda c: c.execute(text("PRAGMA busy_timeout")).scalar_one())
-        assert timeout == int(LOCK_WAIT_S * 1000)
+        # Inline, nothing may wait in SQLite's busy handler (the loop would stop).
+        assert timeout == (0 if inline else int(LOCK_WAIT_S * 1000))
     finally:
         await first.dispose()
         await second.dispose()
@@ -172,5 +173,40 @@ async def test_an_inline_write_that_cannot_get_the_lock_raises_sqlalchemys_opera
         holder.rollback()
         await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))
         assert await db.run(lambda c: list(c.execute(text("SELECT n FROM t")).scalars())) == [2]
+    finally:
+        await db.dispose()
+
+
+async def test_an_inline_read_transaction_that_writes_waits_without_stopping_the_loop(
+        tmp_path: Path) -> None:
+    """``run()`` (a deferred transaction) may write too (``transcare replay``'s requeue, for
+    one); inline it must not sit in SQLite's busy handler while another process holds the
+    write lock: it fails at once, rolls back and runs again once the lock is free."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from transcare.db.database import ThreadedSqliteDatabase
+
+    path = tmp_path / "inline-run.db"
+    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=True)
+    try:
+        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+        holder = _connect(path)
+        holder.execute("BEGIN IMMEDIATE")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        asyncio.get_running_loop().call_later(0.15, holder.commit)
+        await db.run(lambda c: c.execute(text("INSERT INTO t VALUES (7)")))
+        ticker.cancel()
+        assert ticks >= 10
+        assert await db.run(lambda c: list(c.execute(text("SELECT n FROM t")).scalars())) == [7]
     finally:
         await db.dispose()

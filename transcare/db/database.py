@@ -54,8 +54,11 @@ class ThreadedSqliteDatabase:
 
     def __init__(self, url: str, synchronous: str = "NORMAL", inline: bool = False) -> None:
         sync_url = make_url(url).set(drivername="sqlite")
+        # Inline, no statement may wait inside SQLite's busy handler (it would stop the loop):
+        # a transaction that finds the lock taken fails at once and is tried again later.
+        self._busy_ms = 0 if inline else int(LOCK_WAIT_S * 1000)
         self._engine: Engine = create_sync_engine(
-            sync_url, connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_S})
+            sync_url, connect_args={"check_same_thread": False, "timeout": self._busy_ms / 1000})
         event.listen(self._engine, "connect", _sqlite_pragmas(synchronous))
         # The driver leaves transactions to us (isolation_level None), and each one starts
         # with an explicit BEGIN: deferred for run(), IMMEDIATE for write().
@@ -69,7 +72,7 @@ class ThreadedSqliteDatabase:
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         if self._inline:
-            return self._transaction(fn, False)
+            return await self._run_inline(fn)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, fn, False)
 
@@ -78,6 +81,20 @@ class ThreadedSqliteDatabase:
             return await self._write_inline(fn)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, fn, True)
+
+    async def _run_inline(self, fn: Callable[[Connection], T]) -> T:
+        """A deferred transaction on the loop's thread; one that writes while another process
+        holds the write lock fails at once (busy timeout 0), rolls back and runs again later."""
+        deadline = time.monotonic() + self.lock_wait_s
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                return self._transaction(fn, False)
+            except DBAPIOperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _write_inline(self, fn: Callable[[Connection], T]) -> T:
         """``BEGIN IMMEDIATE`` tried once per round; between tries the loop runs on."""
@@ -112,7 +129,7 @@ class ThreadedSqliteDatabase:
             # sqlalchemy.exc.OperationalError) keep waiting instead of failing the work.
             raise DBAPIOperationalError("BEGIN IMMEDIATE", None, exc) from exc
         finally:
-            driver.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_S * 1000)}")
+            driver.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def _transaction(self, fn: Callable[[Connection], T], immediate: bool) -> T:
         self._immediate = immediate
