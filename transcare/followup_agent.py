@@ -8,8 +8,6 @@ fires a step twice.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -17,14 +15,13 @@ from typing import TypeVar
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
 
 from followup.calendar import ProgramCalendar
 from followup.rules_loader import program_rules
 from followup.service import FollowupContext, fire_due_steps, plan_batch
 from schemas.episode_event import EpisodeEvent
 from transcare import metrics
-from transcare.db.database import Database
+from transcare.db.database import Database, write_retrying
 from transcare.db.leases import acquire
 from transcare.settings import Settings
 
@@ -110,11 +107,4 @@ async def schedule(db: Database, ctx: FollowupContext, holder: str,
 
 
 async def _retrying(db: Database, fn: Callable[[Connection], T]) -> T:
-    started = time.monotonic()
-    while True:
-        try:
-            return await db.write(fn)
-        except OperationalError as exc:
-            log.warning("followup.database_unavailable", error=type(exc.orig).__name__,
-                        waited=round(time.monotonic() - started, 1))
-            await asyncio.sleep(1.0)
+    return await write_retrying(db, fn, log, "followup.database_unavailable")

@@ -7,8 +7,6 @@ event never stops the others; a database that is down or busy is waited for, nev
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -16,11 +14,10 @@ from typing import TypeVar
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
 
 from schemas.adt_event import AdtEvent
 from transcare import metrics
-from transcare.db.database import Database
+from transcare.db.database import Database, write_retrying
 from transcare.db.leases import acquire
 from transcare.settings import Settings
 from transitions.matching import MatchPolicy
@@ -102,16 +99,9 @@ async def _write_batch(db: Database, events: Sequence[AdtEvent], config: Config)
 
 
 async def _write_with_retry(db: Database, fn: Callable[[Connection], T]) -> T:
-    """Run ``fn`` in a write transaction; while the database is unreachable or locked
-    (``OperationalError``), wait and try again."""
-    started = time.monotonic()
-    while True:
-        try:
-            return await db.write(fn)
-        except OperationalError as exc:
-            log.warning("transitions.database_unavailable", error=type(exc.orig).__name__,
-                        waited=round(time.monotonic() - started, 1))
-            await asyncio.sleep(1.0)
+    """Run ``fn`` in a write transaction, again while the database is unreachable or locked
+    or the transaction lost a deadlock (``transcare.db.database.write_retrying``)."""
+    return await write_retrying(db, fn, log, "transitions.database_unavailable")
 
 
 def _account(events: Sequence[AdtEvent], result: BatchResult) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Engine, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError as DBAPIOperationalError
 
 from transcare.db.engine import async_url, create_engine, is_sqlite
@@ -208,6 +209,37 @@ def open_database(url: str, sqlite_synchronous: str = "NORMAL", inline: bool = F
 async def ping(db: Database) -> None:
     """Raise if the database does not answer."""
     await db.run(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+
+# PostgreSQL's codes for a transaction that lost to another and can simply run again.
+_RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The database could not run the transaction now, and running it again later is right:
+    unreachable or locked (``OperationalError``), or on PostgreSQL a deadlock or
+    serialization failure against another worker's transaction (SQLAlchemy's asyncpg adapter
+    raises those as a plain ``DBAPIError``)."""
+    if isinstance(exc, DBAPIOperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and \
+        getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+async def write_retrying(db: Database, fn: Callable[[Connection], T], log: Any, event: str) -> T:
+    """``db.write(fn)``, run again while the failure is transient (:func:`is_transient`):
+    after 1 s while the database is unavailable, at once after losing a deadlock. Logs
+    ``event`` with the error's type and the time waited so far."""
+    started = time.monotonic()
+    while True:
+        try:
+            return await db.write(fn)
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            log.warning(event, error=type(exc.orig).__name__,
+                        waited=round(time.monotonic() - started, 1))
+            await asyncio.sleep(1.0 if isinstance(exc, DBAPIOperationalError) else 0.01)
 
 
 LOCK_WAIT_S = 30.0  # as long as the other connections' busy timeout
