@@ -87,19 +87,20 @@ async def test_two_processes_writers_take_turns_and_keep_their_busy_timeout(
         await second.dispose()
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["threaded", "inline"])
 async def test_a_write_that_cannot_get_the_lock_raises_sqlalchemys_operational_error(
-        tmp_path: Path) -> None:
+        tmp_path: Path, inline: bool) -> None:
     """Regression: the lock wait runs in SQLAlchemy's begin hook, whose driver errors
     SQLAlchemy does not wrap; the worker's retry loops catch
     sqlalchemy.exc.OperationalError, so a plain sqlite3 error dropped the work instead of
-    waiting for the database."""
+    waiting for the database. The same when the wait is the inline one."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
     from transcare.db.database import LOCK_WAIT_S, ThreadedSqliteDatabase
 
     path = tmp_path / "locked.db"
-    db = ThreadedSqliteDatabase(f"sqlite:///{path}")
+    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=inline)
     try:
         await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
         holder = _connect(path)
@@ -115,9 +116,14 @@ async def test_a_write_that_cannot_get_the_lock_raises_sqlalchemys_operational_e
         await db.dispose()
 
 
-async def test_an_inline_write_waits_for_the_lock_without_stopping_the_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["write", "run"])
+async def test_an_inline_transaction_waits_for_the_lock_without_stopping_the_loop(
+        tmp_path: Path, method: str) -> None:
     """The worker's database runs transactions on the loop's thread; while another process
-    holds the write lock the loop goes on (a blocked loop misses heartbeats and fetches)."""
+    holds the write lock the loop goes on (a blocked loop misses heartbeats and fetches).
+    ``run()`` (a deferred transaction) may write too (``transcare replay``'s requeue, for
+    one): it must not sit in SQLite's busy handler either, but fail at once, roll back and
+    run again once the lock is free."""
     import asyncio
 
     from sqlalchemy import text
@@ -145,68 +151,10 @@ async def test_an_inline_write_waits_for_the_lock_without_stopping_the_loop(tmp_
 
         ticker = asyncio.create_task(tick())
         asyncio.get_running_loop().call_later(0.15, holder.commit)
-        ran_on = await db.write(insert)
+        ran_on = await getattr(db, method)(insert)
         ticker.cancel()
         assert ran_on == threading.get_ident()  # on the loop's thread
-        assert ticks >= 10  # the loop kept running while the write waited
+        assert ticks >= 10  # the loop kept running while the transaction waited
         assert await db.run(lambda c: sorted(c.execute(text("SELECT n FROM t")).scalars())) == [1, 2]
-    finally:
-        await db.dispose()
-
-
-async def test_an_inline_write_that_cannot_get_the_lock_raises_sqlalchemys_operational_error(
-        tmp_path: Path) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.exc import OperationalError
-
-    from transcare.db.database import ThreadedSqliteDatabase
-
-    path = tmp_path / "inline-locked.db"
-    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=True)
-    try:
-        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
-        holder = _connect(path)
-        holder.execute("BEGIN IMMEDIATE")
-        db.lock_wait_s = 0.05
-        with pytest.raises(OperationalError, match="locked"):
-            await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (1)")))
-        holder.rollback()
-        await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (2)")))
-        assert await db.run(lambda c: list(c.execute(text("SELECT n FROM t")).scalars())) == [2]
-    finally:
-        await db.dispose()
-
-
-async def test_an_inline_read_transaction_that_writes_waits_without_stopping_the_loop(
-        tmp_path: Path) -> None:
-    """``run()`` (a deferred transaction) may write too (``transcare replay``'s requeue, for
-    one); inline it must not sit in SQLite's busy handler while another process holds the
-    write lock: it fails at once, rolls back and runs again once the lock is free."""
-    import asyncio
-
-    from sqlalchemy import text
-
-    from transcare.db.database import ThreadedSqliteDatabase
-
-    path = tmp_path / "inline-run.db"
-    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=True)
-    try:
-        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
-        holder = _connect(path)
-        holder.execute("BEGIN IMMEDIATE")
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.005)
-
-        ticker = asyncio.create_task(tick())
-        asyncio.get_running_loop().call_later(0.15, holder.commit)
-        await db.run(lambda c: c.execute(text("INSERT INTO t VALUES (7)")))
-        ticker.cancel()
-        assert ticks >= 10
-        assert await db.run(lambda c: list(c.execute(text("SELECT n FROM t")).scalars())) == [7]
     finally:
         await db.dispose()
