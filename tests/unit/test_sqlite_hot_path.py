@@ -158,3 +158,36 @@ async def test_an_inline_transaction_waits_for_the_lock_without_stopping_the_loo
         assert await db.run(lambda c: sorted(c.execute(text("SELECT n FROM t")).scalars())) == [1, 2]
     finally:
         await db.dispose()
+
+
+async def test_inline_transactions_give_the_loop_a_turn_between_them(tmp_path: Path) -> None:
+    """A run of inline transactions (a scheduler sweep of 50, a batch's chunks) lets the
+    loop's other tasks (consumers, heartbeats, the outbox) run between them; before, a sweep
+    held the worker's loop for seconds."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from transcare.db.database import ThreadedSqliteDatabase
+
+    db = ThreadedSqliteDatabase(f"sqlite:///{tmp_path / 'turns.db'}", inline=True)
+    try:
+        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+        turns = 0
+
+        async def other_task() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        started = turns
+        for n in range(5):
+            await db.write(lambda c, n=n: c.execute(text("INSERT INTO t VALUES (:n)"), {"n": n}))
+            await db.run(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar_one())
+        task.cancel()
+        assert turns - started >= 9  # a turn before each of the ten transactions
+    finally:
+        await db.dispose()

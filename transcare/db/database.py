@@ -86,6 +86,7 @@ class ThreadedSqliteDatabase:
     async def _run_inline(self, fn: Callable[[Connection], T]) -> T:
         """A deferred transaction on the loop's thread; one that writes while another process
         holds the write lock fails at once (busy timeout 0), rolls back and runs again later."""
+        await asyncio.sleep(0)  # a turn for the loop's other tasks between transactions
         deadline = time.monotonic() + self.lock_wait_s
         delay = _RETRY_FIRST_S
         while True:
@@ -98,7 +99,10 @@ class ThreadedSqliteDatabase:
             delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _write_inline(self, fn: Callable[[Connection], T]) -> T:
-        """``BEGIN IMMEDIATE`` tried once per round; between tries the loop runs on."""
+        """``BEGIN IMMEDIATE`` tried once per round; between tries the loop runs on. Every
+        write first gives the loop's other tasks a turn: a run of transactions (a scheduler
+        sweep, a batch's chunks) would otherwise hold the loop for as long as it lasts."""
+        await asyncio.sleep(0)
         deadline = time.monotonic() + self.lock_wait_s
         delay = _RETRY_FIRST_S
         while True:
