@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from transcare.db.database import AsyncEngineDatabase, Database, ThreadedSqliteDatabase
 from transcare.db.tables import messages
@@ -129,7 +128,9 @@ class SqlAlchemyMessageStore:
 
     Each operation is one transaction, written as a function of a sync ``Connection`` and run
     by the :class:`~transcare.db.database.Database` (a dedicated thread for SQLite, asyncpg
-    for PostgreSQL).
+    for PostgreSQL). The listener's hot path (``store``, ``mark_published``) skips
+    SQLAlchemy: on SQLite it runs on the driver connection, on PostgreSQL on an asyncpg
+    connection of its own (:mod:`adt_listener.pg_store`).
 
     Arguments:
         db: a database whose schema is migrated.
@@ -138,7 +139,7 @@ class SqlAlchemyMessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._pg: PgDriverRows | None = None
-        if isinstance(db, AsyncEngineDatabase) and db.url.startswith("postgresql"):
+        if isinstance(db, AsyncEngineDatabase):  # PostgreSQL (SQLite is always threaded)
             from adt_listener.pg_store import PgDriverRows
 
             self._pg = PgDriverRows(db.url)  # connects on first use (the listener's hot path)
@@ -156,17 +157,17 @@ class SqlAlchemyMessageStore:
         """
         try:
             return await self._run_store(batch)
-        except (IntegrityError, sqlite3.IntegrityError):
-            # Another process stored one of these keys between our check and our insert:
-            # retry one by one, so each sees the other's commit.
+        except sqlite3.IntegrityError:
+            # SQLite: another process stored one of these keys between our check and our
+            # insert: retry one by one, so each sees the other's commit. (PostgreSQL's one
+            # INSERT ... ON CONFLICT has no such gap.)
             return [(await self._run_store([item]))[0] for item in batch]
 
     async def _run_store(self, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
         if isinstance(self._db, ThreadedSqliteDatabase):
             return await self._db.run_dbapi(lambda conn: _store_batch(_SqliteRows(conn), batch))
-        if self._pg is not None:
-            return await self._pg.store(batch)
-        return await self._db.run(lambda conn: _store_batch(_CoreRows(conn), batch))
+        assert self._pg is not None
+        return await self._pg.store(batch)
 
     async def unpublished(self, limit: int,
                           received_before: datetime | None = None) -> list[PendingMessage]:
@@ -194,11 +195,8 @@ class SqlAlchemyMessageStore:
             params = (_sqlite_time(at), *ids)
             await self._db.run_dbapi(lambda conn: conn.execute(sql, params))
             return
-        if self._pg is not None:
-            await self._pg.mark_published(ids, at)
-            return
-        stmt = update(messages).where(messages.c.id.in_(list(ids))).values(published_at=at)
-        await self._db.run(lambda conn: conn.execute(stmt))
+        assert self._pg is not None
+        await self._pg.mark_published(ids, at)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
         """Set processed/deadlettered; idempotent, and never overrides a rejection."""
@@ -300,23 +298,6 @@ _SQLITE_KNOWN = ("SELECT ack FROM messages WHERE sending_facility = ? AND contro
                  "AND status != 'rejected'")
 
 
-class _CoreRows:
-    """Duplicate lookup and insert through SQLAlchemy Core (PostgreSQL)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def known_acks(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        pair = tuple_(messages.c.sending_facility, messages.c.control_id)
-        query = select(messages.c.sending_facility, messages.c.control_id, messages.c.ack).where(
-            pair.in_(list(keys)), messages.c.status != REJECTED)
-        return {(f, c): ack for f, c, ack in self._conn.execute(query).all()}
-
-    def insert(self, items: Sequence[IncomingMessage]) -> list[int]:
-        stmt = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
-        return [int(i) for i in self._conn.execute(stmt, [_row(item) for item in items]).scalars()]
-
-
 class _SqliteRows:
     """The same on the sqlite3 driver: the statements SQLAlchemy would emit, without its
     per-statement interpreter cost, on the listener's hot path."""
@@ -340,7 +321,7 @@ class _SqliteRows:
         return ids
 
 
-def _store_batch(rows: _CoreRows | _SqliteRows,
+def _store_batch(rows: _SqliteRows,
                  batch: Sequence[IncomingMessage]) -> list[StoreResult]:
     """Insert what is new; answer resends (also within the batch) with the stored ACK."""
     keys = {item.dedupe_key for item in batch if item.dedupe_key}
@@ -382,13 +363,3 @@ def _utc(value: datetime) -> datetime:
 def _sqlite_time(value: datetime) -> str:
     # The UtcDateTime column's representation on SQLite: naive UTC text with microseconds.
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _row(item: IncomingMessage) -> dict[str, Any]:
-    return {
-        "received_at": item.received_at, "sending_facility": item.sending_facility,
-        "control_id": item.control_id, "message_type": item.message_type,
-        "patient_key": item.patient_key, "peer": item.peer, "charset": item.charset,
-        "raw": item.raw, "ack_code": item.ack_code, "ack": item.ack, "status": item.status,
-        "reason": item.reason,
-    }

@@ -120,3 +120,15 @@ def test_both_databases_are_migrated_once_each(tmp_path: Path) -> None:
     assert len(database_urls(Settings(data_dir=tmp_path))) == 2
     pg = "postgresql://tc@db.example/transcare"
     assert database_urls(Settings(database_url=pg)) == [pg]
+
+
+def test_the_listeners_postgresql_connection_reads_the_url_as_the_engine_does() -> None:
+    """asyncpg.connect arguments come from SQLAlchemy's asyncpg dialect: ``?ssl=disable`` is
+    the driver's ssl option (a plain DSN handed it to the server as a setting, which failed),
+    and the adapter's own options are left out."""
+    from adt_listener.pg_store import connect_args
+
+    args = connect_args("postgresql://tc:pw@db.example:6432/transcare"
+                        "?ssl=require&prepared_statement_cache_size=0")
+    assert args == {"host": "db.example", "port": 6432, "database": "transcare", "user": "tc",
+                    "password": "pw", "ssl": "require"}

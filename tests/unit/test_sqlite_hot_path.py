@@ -18,6 +18,27 @@ def _connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
     return conn
 
 
+class Ticker:
+    """Another task on the event loop, counting the turns it gets."""
+
+    def __init__(self, every_s: float) -> None:
+        import asyncio
+
+        self.ticks = 0
+        self._every = every_s
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        import asyncio
+
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(self._every)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 def test_begin_takes_the_lock_once_the_other_process_releases_it(tmp_path: Path) -> None:
     path = tmp_path / "lock.db"
     holder = _connect(path)
@@ -137,24 +158,17 @@ async def test_an_inline_transaction_waits_for_the_lock_without_stopping_the_loo
         holder = _connect(path)
         holder.execute("BEGIN IMMEDIATE")
         holder.execute("INSERT INTO t VALUES (1)")
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.005)
 
         def insert(conn: object) -> int:
             conn.execute(text("INSERT INTO t VALUES (2)"))  # type: ignore[attr-defined]
             return threading.get_ident()
 
-        ticker = asyncio.create_task(tick())
+        ticker = Ticker(every_s=0.005)
         asyncio.get_running_loop().call_later(0.15, holder.commit)
         ran_on = await getattr(db, method)(insert)
-        ticker.cancel()
+        ticker.stop()
         assert ran_on == threading.get_ident()  # on the loop's thread
-        assert ticks >= 10  # the loop kept running while the transaction waited
+        assert ticker.ticks >= 10  # the loop kept running while the transaction waited
         assert await db.run(lambda c: sorted(c.execute(text("SELECT n FROM t")).scalars())) == [1, 2]
     finally:
         await db.dispose()
@@ -173,21 +187,13 @@ async def test_inline_transactions_give_the_loop_a_turn_between_them(tmp_path: P
     db = ThreadedSqliteDatabase(f"sqlite:///{tmp_path / 'turns.db'}", inline=True)
     try:
         await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
-        turns = 0
-
-        async def other_task() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(other_task())
+        other_task = Ticker(every_s=0)
         await asyncio.sleep(0)
-        started = turns
+        started = other_task.ticks
         for n in range(5):
             await db.write(lambda c, n=n: c.execute(text("INSERT INTO t VALUES (:n)"), {"n": n}))
             await db.run(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar_one())
-        task.cancel()
-        assert turns - started >= 9  # a turn before each of the ten transactions
+        other_task.stop()
+        assert other_task.ticks - started >= 9  # a turn before each of the ten transactions
     finally:
         await db.dispose()

@@ -73,45 +73,36 @@ class ThreadedSqliteDatabase:
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         if self._inline:
-            return await self._run_inline(fn)
+            return await self._inline_transaction(fn, False)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, fn, False)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         if self._inline:
-            return await self._write_inline(fn)
+            return await self._inline_transaction(fn, True)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, fn, True)
 
-    async def _run_inline(self, fn: Callable[[Connection], T]) -> T:
-        """A deferred transaction on the loop's thread; one that writes while another process
-        holds the write lock fails at once (busy timeout 0), rolls back and runs again later."""
-        await asyncio.sleep(0)  # a turn for the loop's other tasks between transactions
-        deadline = time.monotonic() + self.lock_wait_s
-        delay = _RETRY_FIRST_S
-        while True:
-            try:
-                return self._transaction(fn, False)
-            except DBAPIOperationalError as exc:
-                if "locked" not in str(exc.orig) or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
-
-    async def _write_inline(self, fn: Callable[[Connection], T]) -> T:
-        """``BEGIN IMMEDIATE`` tried once per round; between tries the loop runs on. Every
-        write first gives the loop's other tasks a turn: a run of transactions (a scheduler
-        sweep, a batch's chunks) would otherwise hold the loop for as long as it lasts."""
+    async def _inline_transaction(self, fn: Callable[[Connection], T], immediate: bool) -> T:
+        """A transaction on the loop's thread. It first gives the loop's other tasks a turn
+        (a run of transactions, such as a scheduler sweep, would otherwise hold the loop for
+        as long as it lasts). While another process holds the write lock it never waits
+        inside SQLite: a write tries ``BEGIN IMMEDIATE`` once, a deferred transaction that
+        writes fails at once (busy timeout 0) and rolls back; either runs again after an
+        asynchronous pause, for at most ``lock_wait_s``."""
         await asyncio.sleep(0)
         deadline = time.monotonic() + self.lock_wait_s
         delay = _RETRY_FIRST_S
         while True:
-            self._once = True
+            self._once = immediate
             try:
-                return self._transaction(fn, True)
+                return self._transaction(fn, immediate)
             except _LockBusy as exc:
                 if time.monotonic() > deadline:
                     raise DBAPIOperationalError("BEGIN IMMEDIATE", None, exc.__cause__ or exc) from exc
+            except DBAPIOperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                    raise
             finally:
                 self._once = False
             await asyncio.sleep(delay)
