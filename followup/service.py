@@ -24,7 +24,7 @@ from followup.planner import Plan, PlanContext, plan
 from followup.publishing import Writes, collect_changes
 from followup.rules import RuleSet
 from followup.task import Task, TaskChange
-from followup.task_store import claim_due, load_tasks, save_tasks, workload
+from followup.task_store import BatchTasks, claim_due, save_tasks, workload
 from schemas.episode_event import EpisodeEvent
 from transcare.db.tables import episodes, planned_events
 from transitions.directory_store import load_staff
@@ -58,6 +58,7 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
     count = 0
     planned: list[dict[str, object]] = []
     writes = Writes()
+    todo: list[EpisodeEvent] = []
     for event in events:
         if event.event_id in done:
             continue
@@ -68,25 +69,31 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
                         episode_id=event.episode_id)
             continue
         done.add(event.event_id)
-        result = plan(event, _existing(conn, event), pctx)
-        # Tasks are saved event by event (the next event of the batch reads them); what the
-        # changes leave behind is written once for the batch.
-        save_tasks(conn, list(result.changed.values()), now)
+        todo.append(event)
+    # The tasks every event of the batch reads, read once; each event's plan sees what the
+    # events before it changed, and the changes are written once for the batch.
+    held = BatchTasks.read(conn, {e for event in todo for e in _scope(event)[0]},
+                           {m for event in todo if (m := _scope(event)[1]) is not None}, now)
+    for event in todo:
+        result = plan(event, held.of(*_scope(event)), pctx)
+        held.save(result.changed.values())
         count += _record(result, ctx, staff, now, event.event_id, event, writes)
         planned.append({"event_id": event.event_id, "processed_at": now})
+    held.flush(conn)
     writes.flush(conn, now)
     if planned:
         conn.execute(insert(planned_events), planned)
     return count
 
 
-def _existing(conn: Connection, event: EpisodeEvent) -> list[Task]:
+def _scope(event: EpisodeEvent) -> tuple[list[str], str | None]:
+    """The tasks an episode event's plan reads: its episode's (and a merge's folded episode's),
+    and for a flag or a merge the member's."""
     episodes = [event.episode_id]
     folded = event.detail.get("merged_episode_id")
     if folded:
         episodes.append(str(folded))
-    member = event.member_id if event.type in ("FlagRaised", "EpisodesMerged") else None
-    return load_tasks(conn, episode_ids=episodes, member_id=member)
+    return episodes, event.member_id if event.type in ("FlagRaised", "EpisodesMerged") else None
 
 
 def _commit(conn: Connection, result: Plan, ctx: FollowupContext, staff: dict[str, StaffMember],

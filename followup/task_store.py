@@ -6,8 +6,10 @@ and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
@@ -86,6 +88,87 @@ def _tasks_query(by_ids: bool, by_episodes: bool, by_member: bool, active_only: 
     if active_only:
         query = query.where(c.status.in_(ACTIVE))
     return query.order_by(c.created_at, c.id)
+
+
+@dataclass
+class BatchTasks:
+    """The tasks of one planning batch's episodes and members, read at its start in one
+    statement, changed in memory event by event, and written at its end in one upsert
+    (:meth:`flush`). Reading and saving them for every episode event cost two statements an
+    event. On PostgreSQL the rows stay locked until commit, so a scheduler firing a ladder
+    step of one of them waits instead of being overwritten."""
+
+    now: datetime
+    tasks: dict[str, tuple[datetime, Task]] = field(default_factory=dict)  # id -> created, task
+    by_episode: dict[str, set[str]] = field(default_factory=dict)
+    by_member: dict[str, set[str]] = field(default_factory=dict)
+    changed: dict[str, Task] = field(default_factory=dict)
+    fresh: set[str] = field(default_factory=set)  # saved, not yet made as_stored
+
+    @classmethod
+    def read(cls, conn: Connection, episode_ids: Collection[str], member_ids: Collection[str],
+             now: datetime) -> BatchTasks:
+        batch = cls(now)
+        params: dict[str, Any] = {"episodes": sorted(episode_ids), "members": sorted(member_ids)}
+        if not episode_ids and not member_ids:
+            return batch
+        query = _batch_query(bool(episode_ids), bool(member_ids), conn.dialect.name == "postgresql")
+        for row in conn.execute(query, params).mappings():
+            batch._keep(row["created_at"], task_from_row(row))
+        return batch
+
+    def _keep(self, created_at: datetime, task: Task) -> None:
+        self.tasks[task.id] = (created_at, task)
+        self.by_episode.setdefault(task.episode_id, set()).add(task.id)
+        self.by_member.setdefault(task.member_id, set()).add(task.id)
+
+    def of(self, episode_ids: Collection[str], member_id: str | None = None) -> list[Task]:
+        """What :func:`load_tasks` would read now: the tasks of ``episode_ids`` or of
+        ``member_id``, oldest first."""
+        ids = {i for e in episode_ids for i in self.by_episode.get(e, ())}
+        if member_id is not None:
+            ids |= self.by_member.get(member_id, set())
+        for i in ids & self.fresh:
+            created, task = self.tasks[i]
+            self.tasks[i] = (created, as_stored(task, self.now))
+        self.fresh -= ids
+        found = [self.tasks[i] for i in ids]
+        mine = [(c, t) for c, t in found
+                if t.episode_id in episode_ids or (member_id is not None and t.member_id == member_id)]
+        return [t for _, t in sorted(mine, key=lambda ct: (ct[0], ct[1].id))]
+
+    def save(self, changed: Iterable[Task]) -> None:
+        """Keep ``changed`` for the batch's later events and for :meth:`flush`."""
+        for task in changed:
+            created = self.tasks[task.id][0] if task.id in self.tasks else self.now
+            self._keep(created, task)
+            self.fresh.add(task.id)  # made as stored when an event reads it again
+            self.changed[task.id] = task
+
+    def flush(self, conn: Connection) -> None:
+        save_tasks(conn, list(self.changed.values()), self.now)
+        self.changed = {}
+
+
+def as_stored(task: Task, now: datetime) -> Task:
+    """``task`` as the database gives it back (times in UTC, detail as JSON reads it): the
+    batch's later events see exactly what reading it again would give them."""
+    row = task_row(task, now)
+    row["clinical_at"], row["due_at"] = task.clinical_at.astimezone(UTC), task.due_at.astimezone(UTC)
+    row["detail"] = json.loads(json.dumps(row["detail"]))
+    return task_from_row(cast(RowMapping, row))
+
+
+@cache
+def _batch_query(by_episodes: bool, by_members: bool, lock: bool) -> Select[Any]:
+    c = tasks.c
+    conds: list[Any] = []
+    if by_episodes:
+        conds.append(c.episode_id.in_(bindparam("episodes", expanding=True)))
+    if by_members:
+        conds.append(c.member_id.in_(bindparam("members", expanding=True)))
+    query = select(tasks).where(or_(*conds)).order_by(c.id)
+    return query.with_for_update() if lock else query
 
 
 def save_tasks(conn: Connection, changed: Sequence[Task], now: datetime) -> None:

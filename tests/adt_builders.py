@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 from schemas.adt_event import AdtEvent
+from transitions.model import Member, MemberIdentifier
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 
@@ -46,3 +47,56 @@ def adt(trigger: str, control_id: str, *, mrn: str = "1001", authority: str = "G
         if prior else None,
     }
     return AdtEvent.model_validate(doc)
+
+
+# M2, M3 and M9 of :func:`messy_batch` (M1 is each test module's own).
+MESSY_MEMBERS = (
+    Member("M2", "ROE", "ANN", date(1971, 3, 4), "F", "", "",
+           (MemberIdentifier("1002", "GENHOSP"),), "low", "C2"),
+    Member("M3", "POE", "AL", date(1980, 7, 8), "M", "", "",
+           (MemberIdentifier("1003", "GENHOSP"),), "medium", "C1"),
+    Member("M9", "DOE", "JANE", date(1960, 1, 2), "F", "", "",
+           (MemberIdentifier("2002", "GENHOSP"),), "low", "C2"),
+)
+
+
+# One batch of a messy feed for four members, interleaved: an ED visit admitted at the same
+# facility, a discharge before its admission, an A08 after the A03, a resend, a cancelled and
+# a reopened discharge, a readmission that raises the tier (the member is read again for the
+# next event), a visit number of another member's episode (review), unknown patients. For
+# member M1 (1001@GENHOSP, DOE JANE) of the tests and MESSY_MEMBERS.
+def messy_batch(with_merge: bool) -> list[AdtEvent]:
+    h = timedelta(hours=1)
+    L0 = T0.astimezone(timezone(timedelta(hours=-5)))  # noqa: N806 - times as a feed sends them
+    feed = [
+        adt("A04", "b1", visit="V1", at=L0),
+        adt("A04", "b2", mrn="1002", family="ROE", given="ANN", visit="V7", at=L0),
+        adt("A01", "b3", patient_class="I", visit="V1", at=L0 + 5 * h, location="4W"),
+        adt("A03", "b4", mrn="1002", family="ROE", given="ANN", visit="V7", at=L0 + 6 * h,
+            discharged_at=L0 + 6 * h, disposition="01"),
+        adt("A08", "b5", mrn="1002", family="ROE", given="ANN", visit="V7", at=L0 + 7 * h,
+            location="ED2"),
+        adt("A04", "b6", mrn="2002", family="DOE", given="JANE", visit="V5", at=L0 + h,
+            phone=None, zip_code=None),
+        adt("A02", "b7", patient_class="I", visit="V1", at=L0 + 24 * h, location="5E"),
+        adt("A02", "b7-resend", patient_class="I", visit="V1", at=L0 + 24 * h, location="5E"),
+        adt("A03", "b8", mrn="1003", family="POE", given="AL", visit="V3", patient_class="I",
+            at=L0 + 30 * h, discharged_at=L0 + 30 * h, disposition="01"),
+        adt("A01", "b9", mrn="1003", family="POE", given="AL", visit="V3", patient_class="I",
+            at=L0 + 2 * h),
+        adt("A03", "b11", patient_class="I", visit="V1", at=L0 + 96 * h,
+            discharged_at=L0 + 96 * h, disposition="01", diagnoses=["I50.9"]),
+        adt("A13", "b12", patient_class="I", visit="V1", at=L0 + 97 * h),
+        adt("A03", "b13", patient_class="I", visit="V1", at=L0 + 98 * h,
+            discharged_at=L0 + 98 * h, disposition="01"),
+        adt("A01", "b14", patient_class="I", visit="V9", at=L0 + 240 * h),
+        adt("A08", "b15", patient_class="I", visit="V9", at=L0 + 241 * h, location="6N"),
+        adt("A04", "b16", mrn="1002", family="ROE", given="ANN", visit="V1", at=L0 + 242 * h),
+        adt("A04", "b17", mrn="999", family="OTHER", given="PAT", birth_date=date(1990, 5, 5)),
+        adt("A11", "b18", mrn="1003", family="POE", given="AL", visit="V3", patient_class="I",
+            at=L0 + 243 * h),
+    ]
+    if with_merge:
+        feed.insert(10, adt("A40", "b10", visit=None, prior=[("2002", "GENHOSP")],
+                            at=L0 + 48 * h))
+    return [e.model_copy(update={"message_id": n}) for n, e in enumerate(feed, 1)]

@@ -8,8 +8,10 @@ workers handling the same member (events from two facilities, two partitions) ta
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
@@ -22,6 +24,7 @@ from transcare.db.tables import (
     episodes,
     member_identifiers,
     members,
+    outbox,
 )
 from transcare.db.upsert import upsert
 from transitions.episode import Episode, Flag, FlagName
@@ -66,10 +69,15 @@ _FLAGS_OF = select(episode_flags.c.episode_id, episode_flags.c.flag, episode_fla
                    episode_flags.c.detail).where(
     episode_flags.c.episode_id.in_(bindparam("ids", expanding=True))).order_by(
     episode_flags.c.raised_at, episode_flags.c.flag)
+_VISITS_AT = select(episode_visits.c.facility_key, episode_visits.c.visit_number,
+                    episode_visits.c.episode_id).where(
+    tuple_(episode_visits.c.facility_key, episode_visits.c.visit_number).in_(
+        bindparam("keys", expanding=True)))
 _DROP_FLAGS = delete(episode_flags).where(
     episode_flags.c.episode_id.in_(bindparam("ids", expanding=True)))
 _ADD_FLAGS = insert(episode_flags)
 _ADD_TIMELINE = insert(episode_timeline)
+_ADD_OUTBOX = insert(outbox)
 
 
 def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str, str]] = (),
@@ -172,24 +180,147 @@ def save_state(conn: Connection, state: PatientState, source_id: str, now: datet
     """Write back what the machine changed: episodes, flags, visit keys, timeline lines, a
     raised tier, learned identifiers, timelines moved by a merge."""
     changed = [state.episodes[i] for i in sorted(state.changed)]
-    upsert(conn, episodes, ["id"], [episode_row(e, now) for e in changed])
-    _save_flags(conn, changed)
-    if state.new_visits:
-        upsert(conn, episode_visits, ["facility_key", "visit_number"], [
-            {"facility_key": f, "visit_number": v, "episode_id": e}
-            for (f, v), e in sorted(state.new_visits.items())])
-    if state.changes:
-        conn.execute(_ADD_TIMELINE, [
-            {"episode_id": c.episode_id, "occurred_at": c.occurred_at, "type": c.type,
-             "source_id": source_id, "summary": c.summary, "detail": _detail_json(c.detail)}
-            for c in state.changes])
+    _write_episodes(conn, changed, state.new_visits, _timeline_rows(state, source_id), now)
     for old, new in state.moved_timelines.items():
         conn.execute(update(episode_timeline).where(episode_timeline.c.episode_id == old)
                      .values(episode_id=new))
+    _save_member(conn, state)
+
+
+def _write_episodes(conn: Connection, changed: Sequence[Episode],
+                    new_visits: Mapping[tuple[str, str], str], timeline: list[dict[str, Any]],
+                    now: datetime) -> None:
+    upsert(conn, episodes, ["id"], [episode_row(e, now) for e in changed])
+    _save_flags(conn, changed)
+    if new_visits:
+        upsert(conn, episode_visits, ["facility_key", "visit_number"], [
+            {"facility_key": f, "visit_number": v, "episode_id": e}
+            for (f, v), e in sorted(new_visits.items())])
+    if timeline:
+        conn.execute(_ADD_TIMELINE, timeline)
+
+
+def _timeline_rows(state: PatientState, source_id: str) -> list[dict[str, Any]]:
+    return [{"episode_id": c.episode_id, "occurred_at": c.occurred_at, "type": c.type,
+             "source_id": source_id, "summary": c.summary, "detail": _detail_json(c.detail)}
+            for c in state.changes]
+
+
+def _save_member(conn: Connection, state: PatientState) -> None:
+    """A raised tier and identifiers learned from a merge: written at once (the member is
+    read again by the next event that needs it)."""
     if state.raised_tier is not None:
         conn.execute(update(members).where(members.c.member_id == state.member.member_id)
                      .values(raised_tier=state.raised_tier))
     _learn(conn, state.member.member_id, state.learned)
+
+
+@dataclass
+class BatchEpisodes:
+    """The episodes of one batch's members, read at its start in four statements, and what
+    the batch changes, written at its end (:meth:`flush`) in a few.
+
+    Event by event, :func:`load_state` and :func:`save_state` cost about ten statements for
+    every event of an enrolled member, most of the transitions stage's time. Here each event's
+    :class:`PatientState` is cut from what the batch holds (:meth:`state`, the same episodes
+    and visit index :func:`load_state` reads) and what the machine changed is kept for the
+    batch's later events (:meth:`save`). Nothing else writes the member's episodes meanwhile:
+    on SQLite the transaction holds the write lock, on PostgreSQL the members' row locks.
+
+    A merge reaches beyond the batch's members: :meth:`retire` writes what is pending, and
+    from then on the batch's events are read and written one by one.
+    """
+
+    episodes: dict[str, Episode] = field(default_factory=dict)
+    by_member: dict[str, set[str]] = field(default_factory=dict)
+    visits: dict[tuple[str, str], str] = field(default_factory=dict)  # (MSH-4, PV1-19) -> id
+    keys_of: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # id -> visit keys
+    changed: set[str] = field(default_factory=set)
+    fresh: set[str] = field(default_factory=set)  # changed, not yet made as_stored
+    new_visits: dict[tuple[str, str], str] = field(default_factory=dict)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    retired: bool = False
+
+    @classmethod
+    def read(cls, conn: Connection, member_ids: Collection[str],
+             visit_keys: Collection[tuple[str, str]]) -> BatchEpisodes:
+        """The episodes of ``member_ids`` and of whoever owns ``visit_keys``, their flags and
+        their visit keys."""
+        owners = ({(f, v): e for f, v, e in conn.execute(_VISITS_AT, {"keys": sorted(visit_keys)})}
+                  if visit_keys else {})
+        rows = list(conn.execute(_OF_MEMBERS_OR_IDS, {
+            "members": sorted(member_ids), "ids": sorted(set(owners.values()))}).mappings())
+        batch = cls(episodes=_episodes(conn, rows))
+        for episode in batch.episodes.values():
+            batch.by_member.setdefault(episode.member_id, set()).add(episode.id)
+        batch._index({**_visits_of(conn, list(batch.episodes)), **owners})
+        return batch
+
+    def _index(self, visits: Mapping[tuple[str, str], str]) -> None:
+        for key, episode_id in visits.items():
+            self.visits[key] = episode_id
+            self.keys_of.setdefault(episode_id, set()).add(key)
+
+    def state(self, member: Member, visit_keys: Iterable[tuple[str, str]] = ()) -> PatientState:
+        """What :func:`load_state` would read now: the member's episodes, the episodes owning
+        ``visit_keys``, and their visit index."""
+        owners = {k: self.visits[k] for k in visit_keys if k in self.visits}
+        ids = self.by_member.get(member.member_id, set()) | set(owners.values())
+        for i in ids & self.fresh:
+            self.episodes[i] = as_stored(self.episodes[i])
+        self.fresh -= ids
+        loaded = {i: self.episodes[i] for i in ids if i in self.episodes}
+        visits = {k: i for i in loaded for k in self.keys_of.get(i, ()) if self.visits[k] == i}
+        visits.update(owners)
+        return PatientState(member=member, episodes=loaded, visits=visits)
+
+    def save(self, conn: Connection, state: PatientState, source_id: str) -> None:
+        """Keep what the machine changed for the batch's later events and for :meth:`flush`;
+        a raised tier and learned identifiers are written at once, as :func:`save_state`
+        does."""
+        for episode_id in state.changed:
+            episode = state.episodes[episode_id]
+            self.episodes[episode_id] = episode
+            self.fresh.add(episode_id)  # made as stored when an event reads it again
+            self.by_member.setdefault(episode.member_id, set()).add(episode_id)
+            self.changed.add(episode_id)
+        self._index(state.new_visits)
+        self.new_visits.update(state.new_visits)
+        self.timeline.extend(_timeline_rows(state, source_id))
+        _save_member(conn, state)
+
+    def flush(self, conn: Connection, now: datetime) -> None:
+        """Write what the batch changed: episodes, flags, visit keys, timeline lines, then the
+        outbox rows, each in the order the events made them."""
+        _write_episodes(conn, [self.episodes[i] for i in sorted(self.changed)], self.new_visits,
+                        self.timeline, now)
+        if self.outbox:
+            conn.execute(_ADD_OUTBOX, self.outbox)
+        self.changed, self.new_visits, self.timeline, self.outbox = set(), {}, [], []
+
+    def retire(self, conn: Connection, now: datetime) -> None:
+        """Write what is pending and stop serving states (a merge is next)."""
+        self.flush(conn, now)
+        self.retired = True
+
+
+def as_stored(episode: Episode) -> Episode:
+    """``episode`` as the database gives it back: its times in UTC, its detail and flags as
+    JSON reads them, its flags in the order :func:`load_flags` reads them. The batch's later
+    events then see exactly what reading it again would give them."""
+    row = episode_row(episode, datetime.now(UTC))
+    for name in ("admitted_at", "discharged_at", "last_event_at"):
+        row[name] = _utc(row[name])
+    row["detail"] = json.loads(json.dumps(row["detail"]))
+    flags = sorted((Flag(f.name, cast(datetime, _utc(f.raised_at)),
+                         json.loads(json.dumps(_detail_json(f.detail))) or {})
+                    for f in episode.flags), key=lambda f: (f.raised_at, f.name))
+    return episode_from_row(cast(RowMapping, row), tuple(flags))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
 
 
 def _save_flags(conn: Connection, changed: Sequence[Episode]) -> None:

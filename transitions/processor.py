@@ -21,12 +21,25 @@ from schemas.adt_event import AdtEvent
 from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
 from schemas.topics import EPISODES
 from transcare.db.tables import match_reviews, outbox, processed_events
-from transitions.clinical import clinical_event
+from transitions.clinical import ClinicalEvent, clinical_event
 from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
 from transitions.episode import Change, Episode
-from transitions.episode_store import load_state, lock_members, open_caseload, save_state
+from transitions.episode_store import (
+    BatchEpisodes,
+    load_state,
+    lock_members,
+    open_caseload,
+    save_state,
+)
 from transitions.machine import apply
-from transitions.matching import MatchPolicy, MatchResult, event_demographics, event_identifiers, match
+from transitions.matching import (
+    MatchPolicy,
+    MatchResult,
+    decide,
+    event_demographics,
+    event_identifiers,
+    match,
+)
 from transitions.model import Member, MemberIdentifier, StaffMember
 from transitions.state import Rules
 
@@ -73,13 +86,26 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
         # member (tier, raised tier, consent) since the matching read above. (SQLite: the
         # transaction holds the database's write lock from its start; nothing can change.)
         candidates.update(load_members(conn, locked))
+    clinical = {e.event_id: clinical_event(e, config.rules.post_acute_facilities) for e in todo
+                if found[e.event_id].outcome not in ("unmatched", "review")
+                and found[e.event_id].member_id}
+    batch = (BatchEpisodes.read(conn, locked, {_visit_key(ev) for ev in clinical.values()
+                                               if ev.visit_number})
+             if clinical else None)
     for event in todo:
-        outcome, member_id = _handle(conn, event, found[event.event_id], candidates, staff,
-                                     caseload, config, now, result)
+        outcome, member_id = _handle(conn, event, found[event.event_id],
+                                     clinical.get(event.event_id), candidates, staff, caseload,
+                                     config, now, result, batch)
         rows.append(_processed_row(event, outcome, member_id, now))
         result.outcomes[(outcome, event.header.sending_facility or "")] += 1
+    if batch is not None:
+        batch.flush(conn, now)
     _record_all(conn, rows)
     return result
+
+
+def _visit_key(ev: ClinicalEvent) -> tuple[str, str]:
+    return (ev.facility_key, ev.visit_number or "")
 
 
 def _match(event: AdtEvent, identifiers: dict[str, tuple[MemberIdentifier, ...]],
@@ -91,6 +117,10 @@ def _match(event: AdtEvent, identifiers: dict[str, tuple[MemberIdentifier, ...]]
             if i in owners and owners[i] in candidates}
     if event.patient.birth_date is not None:
         mine.update(born.get(event.patient.birth_date, {}))
+        if not mine and not any(i in owners for i in identifiers[event.event_id]):
+            # Nobody enrolled holds its identifiers or shares its birth date (most events of a
+            # feed): what match() decides, without normalising the names it would not score.
+            return decide((), config.policy)
     return match(identifiers[event.event_id], event_demographics(event), owners, mine,
                  _day(event).date(), config.policy)
 
@@ -121,37 +151,50 @@ def _candidates(conn: Connection, events: Sequence[AdtEvent],
     return found
 
 
-def _handle(conn: Connection, event: AdtEvent, found: MatchResult, members: dict[str, Member],
-            staff: dict[str, StaffMember], caseload: Counter[str], config: Config, now: datetime,
-            result: BatchResult) -> tuple[str, str | None]:
+def _handle(conn: Connection, event: AdtEvent, found: MatchResult, ev: ClinicalEvent | None,
+            members: dict[str, Member], staff: dict[str, StaffMember], caseload: Counter[str],
+            config: Config, now: datetime, result: BatchResult,
+            batch: BatchEpisodes | None) -> tuple[str, str | None]:
     if found.outcome == "unmatched":
         return "unmatched", None
-    if found.outcome == "review" or found.member_id is None:
+    if found.outcome == "review" or found.member_id is None or ev is None:
         _review(conn, event, found.reason, [(c.member_id, c.score) for c in found.candidates], now)
         return "review", None
-    outcome = _apply(conn, event, found.member_id, members, staff, caseload, config, now, result)
+    outcome = _apply(conn, event, ev, found.member_id, members, staff, caseload, config, now,
+                     result, batch)
     return outcome, found.member_id
 
 
-def _apply(conn: Connection, event: AdtEvent, member_id: str, members: dict[str, Member],
-           staff: dict[str, StaffMember], caseload: Counter[str], config: Config, now: datetime,
-           result: BatchResult) -> str:
+def _apply(conn: Connection, event: AdtEvent, ev: ClinicalEvent, member_id: str,
+           members: dict[str, Member], staff: dict[str, StaffMember], caseload: Counter[str],
+           config: Config, now: datetime, result: BatchResult, batch: BatchEpisodes | None) -> str:
     """Apply one event to its member's state. ``members`` holds the batch's members as
     loaded; a member whose row this event changes (a raised tier, identifiers learned from a
-    merge) is dropped from it, so the next event of the batch reads it again."""
+    merge) is dropped from it, so the next event of the batch reads it again. The state
+    comes from ``batch`` and goes back to it, except for a merge, which retires the batch
+    and, like every event after it, reads and writes the database itself."""
     member = members.get(member_id) or load_members(conn, [member_id])[member_id]
-    ev = clinical_event(event, config.rules.post_acute_facilities)
     keys = [(ev.facility_key, ev.visit_number)] if ev.visit_number else []
-    state = load_state(conn, member, keys, ev.prior_identifiers if ev.action == "merge" else ())
+    if batch is not None and not batch.retired and ev.action == "merge":
+        batch.retire(conn, now)
+    held = batch if batch is not None and not batch.retired else None
+    state = (held.state(member, keys) if held is not None else
+             load_state(conn, member, keys, ev.prior_identifiers if ev.action == "merge" else ()))
     state.staff, state.caseload, state.rules = staff, caseload, config.rules
     outcome = apply(state, ev)
     if outcome == "conflict":
         _review(conn, event, "visit number belongs to another member's episode", [(member_id, 100.0)], now)
         return "review"
-    save_state(conn, state, event.event_id, now)
+    rows = outbox_rows(event.event_id, state.changes, state.episodes, now)
+    if held is not None:
+        held.save(conn, state, event.event_id)
+        held.outbox.extend(rows)
+    else:
+        save_state(conn, state, event.event_id, now)
+        _add_outbox(conn, rows)
     if state.raised_tier is not None or state.learned:
         members.pop(member_id, None)
-    result.episode_events += write_outbox(conn, event.event_id, state.changes, state.episodes, now)
+    result.episode_events += len(rows)
     for change in state.changes:
         if change.type == "CoordinatorAssigned":
             caseload[str(change.detail.get("coordinator_id") or "")] += 1
@@ -159,8 +202,21 @@ def _apply(conn: Connection, event: AdtEvent, member_id: str, members: dict[str,
 
 
 def write_outbox(conn: Connection, source_id: str, changes: Sequence[Change],
-             episodes: dict[str, Episode], now: datetime) -> int:
-    rows = []
+                 episodes: dict[str, Episode], now: datetime) -> int:
+    """Write the outbox rows of ``changes`` (``transitions.episodes.v1``); how many."""
+    rows = outbox_rows(source_id, changes, episodes, now)
+    _add_outbox(conn, rows)
+    return len(rows)
+
+
+def _add_outbox(conn: Connection, rows: list[dict[str, object]]) -> None:
+    if rows:
+        conn.execute(insert(outbox), rows)
+
+
+def outbox_rows(source_id: str, changes: Sequence[Change], episodes: dict[str, Episode],
+                now: datetime) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
     for n, change in enumerate(changes):
         episode = episodes[change.episode_id]
         message = EpisodeEvent(
@@ -169,9 +225,7 @@ def write_outbox(conn: Connection, source_id: str, changes: Sequence[Change],
             summary=change.summary, episode=snapshot(episode), detail=dict(change.detail))
         rows.append({"topic": EPISODES.name, "key": episode.member_id, "created_at": now,
                      "payload": orjson.dumps(message.model_dump(mode="json")).decode()})
-    if rows:
-        conn.execute(insert(outbox), rows)
-    return len(rows)
+    return rows
 
 
 def snapshot(episode: Episode) -> EpisodeSnapshot:

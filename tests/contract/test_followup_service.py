@@ -12,19 +12,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from followup.calendar import ProgramCalendar
 from followup.commands import CommandError
 from followup.rules_loader import default_rules
 from followup.service import FollowupContext, fire_due_steps, plan_batch
 from followup.task_commands import claim_task, complete_task, reassign_task
-from followup.task_store import find_tasks, history, load_tasks
+from followup.task_store import BatchTasks, find_tasks, history, load_tasks, save_tasks
 from schemas.adt_event import AdtEvent
 from schemas.episode_event import EpisodeEvent
-from tests.adt_builders import T0, adt
+from tests.adt_builders import MESSY_MEMBERS, T0, adt, messy_batch
 from transcare.db.database import Database, open_database
-from transcare.db.tables import notifications, outbox, task_history
+from transcare.db.tables import episode_timeline, metadata, notifications, outbox, task_history
 from transitions.directory_store import SqlAlchemyDirectory
 from transitions.model import Member, MemberIdentifier, StaffMember
 from transitions.processor import Config, process_batch
@@ -233,3 +233,67 @@ async def test_an_episode_event_for_an_unknown_episode_plans_nothing(database: D
                for e in events]
     assert await plan(database, foreign) == 0
     assert await tasks(database) == []
+
+
+async def _ordered_rows(db: Database) -> dict[str, list[Any]]:
+    """Every table's rows in primary-key order, without generated integer ids."""
+    def read(conn: Any) -> dict[str, list[Any]]:
+        return {t.name: [repr(tuple(r)) for r in conn.execute(
+            select(*[c for c in t.c if not (c.name == "id" and c.autoincrement is True)])
+            .order_by(*t.primary_key.columns))] for t in metadata.sorted_tables}
+    return await db.run(read)
+
+
+@pytest.mark.parametrize("with_merge", [False, True], ids=["no-merge", "merge"])
+async def test_a_batch_plans_what_its_events_plan_one_by_one(database: Database, monkeypatch: Any,
+                                                             with_merge: bool) -> None:
+    """The batch's tasks are read once and written once (BatchTasks); the database it leaves
+    is the one reading and saving the tasks for every episode event leaves. The feed gives
+    several members' episodes, cancellations, a readmission flag and, with the merge, a
+    folded episode: the events of one batch read what the ones before them changed."""
+    import followup.service as service
+
+    await setup(database)
+    await SqlAlchemyDirectory(database, lambda: T0).upsert_members(MESSY_MEMBERS)
+    events = await transitions(database, messy_batch(with_merge))
+    assert {"FlagRaised", "TaskCancelled"} - {e.type for e in events} == {"TaskCancelled"}
+
+    def last_ids(conn: Any) -> dict[str, int]:
+        return {t.name: conn.execute(select(func.max(t.c.id))).scalar() or 0
+                for t in (outbox, episode_timeline)}
+
+    before = await database.run(last_ids)
+
+    def forget(conn: Any) -> None:
+        """Everything planning wrote."""
+        for name in ("tasks", "task_history", "planned_events", "notifications"):
+            conn.execute(metadata.tables[name].delete())
+        for t in (outbox, episode_timeline):
+            conn.execute(t.delete().where(t.c.id > before[t.name]))
+
+    made = await plan(database, events)
+    held = await _ordered_rows(database)
+    assert made > 10
+
+    class OneByOne(BatchTasks):
+        """What plan_batch did before BatchTasks: every event reads and saves its tasks."""
+
+        @classmethod
+        def read(cls, conn: Any, episode_ids: Any, member_ids: Any, now: Any) -> BatchTasks:
+            batch = cls(now)
+            batch.conn = conn  # type: ignore[attr-defined]
+            return batch
+
+        def of(self, episode_ids: Any, member_id: str | None = None) -> list[Any]:
+            return load_tasks(self.conn, episode_ids=episode_ids,  # type: ignore[attr-defined]
+                              member_id=member_id)
+
+        def save(self, changed: Any) -> None:
+            save_tasks(self.conn, list(changed), self.now)  # type: ignore[attr-defined]
+
+    await database.write(forget)
+    monkeypatch.setattr(service, "BatchTasks", OneByOne)
+    assert await plan(database, events) == made
+    assert await _ordered_rows(database) == held
+    statuses = {t.status for t in await tasks(database)}
+    assert statuses == {"open", "cancelled"}

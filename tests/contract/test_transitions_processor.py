@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, text
 
 from schemas.adt_event import AdtEvent
-from tests.adt_builders import T0, adt
+from tests.adt_builders import MESSY_MEMBERS, T0, adt, messy_batch
 from transcare.db.database import Database
 from transcare.db.tables import (
     episode_flags,
@@ -192,3 +192,54 @@ async def test_members_are_applied_as_they_are_once_locked(database: Database,
     (tier,) = await database.run(lambda c: list(c.execute(text("SELECT tier FROM episodes"))
                                                .scalars()))
     assert tier == "high"
+
+
+async def _ordered_rows(db: Database) -> dict[str, list[Any]]:
+    """Every table's rows in primary-key order, without generated integer ids (two runs on
+    one database number their rows differently)."""
+    def read(conn: Any) -> dict[str, list[Any]]:
+        out = {}
+        for t in metadata.sorted_tables:
+            cols = [c for c in t.c if not (c.name == "id" and c.autoincrement is True)]
+            out[t.name] = [repr(tuple(r)) for r in
+                           conn.execute(select(*cols).order_by(*t.primary_key.columns))]
+        return out
+    return await db.run(read)
+
+
+async def _forget_processing(db: Database) -> None:
+    def reset(conn: Any) -> None:
+        for name in ("processed_events", "episode_flags", "episode_visits", "episode_timeline",
+                     "episodes", "outbox", "match_reviews"):
+            conn.execute(text(f"DELETE FROM {name}"))
+        conn.execute(text("UPDATE members SET raised_tier = NULL"))
+        conn.execute(text("DELETE FROM member_identifiers WHERE source = 'merge'"))
+    await db.write(reset)
+
+
+@pytest.mark.parametrize("with_merge", [False, True], ids=["no-merge", "merge"])
+async def test_a_batch_writes_what_its_events_write_one_by_one(
+        database: Database, monkeypatch: Any, with_merge: bool) -> None:
+    """The batch's episodes are read once and written once (BatchEpisodes); the database it
+    leaves is the one reading and writing for every event leaves, row for row and in order."""
+    import transitions.processor as processor
+    from transitions.episode_store import BatchEpisodes
+
+    await enrol(database, *MESSY_MEMBERS)
+    feed = messy_batch(with_merge)
+    batched = await run(database, feed)
+    held = await _ordered_rows(database)
+
+    class OneByOne(BatchEpisodes):
+        @classmethod
+        def read(cls, conn: Any, member_ids: Any, visit_keys: Any) -> BatchEpisodes:
+            return cls(retired=True)
+
+    await _forget_processing(database)
+    monkeypatch.setattr(processor, "BatchEpisodes", OneByOne)
+    single = await run(database, feed)
+    assert await _ordered_rows(database) == held
+    assert batched == single
+    assert batched.outcomes[("review", "GENHOSP")] == 1  # b16: V1 is M1's visit
+    assert batched.episode_events > 20
+    assert len(held["episodes"]) >= 4 and held["episode_flags"]  # the readmission flag
