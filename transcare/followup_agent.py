@@ -53,10 +53,9 @@ def decode(values: Sequence[bytes]) -> list[EpisodeEvent]:
     return events
 
 
-# Episode events per planning transaction, and ladder steps per scheduler transaction: short
-# write transactions, so the listener's commits on SQLite never wait long (see
-# transcare.transitions_agent.CHUNK).
-CHUNK = 50
+# Episode events per planning transaction (see transcare.transitions_agent.CHUNK), and ladder
+# steps per scheduler transaction.
+CHUNK = 500
 STEPS_PER_TRANSACTION = 100
 MAX_TRANSACTIONS_PER_SWEEP = 50  # the rest waits for the next sweep
 

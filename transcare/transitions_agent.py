@@ -54,10 +54,11 @@ def decode(values: Sequence[bytes]) -> list[AdtEvent]:
     return events
 
 
-# Events per transaction. On SQLite a write transaction holds the database's one write lock,
-# and the listener cannot commit (or ACK) until it ends: transactions of at most this many
-# events keep that wait to milliseconds (measured: ACK p99 330 ms with batches of 200).
-CHUNK = 50
+# Events per transaction. Each transaction reads the batch's members, staff, caseload and
+# episodes once and writes what changed once, so larger ones cost less per event (worker code
+# in-process: 0.52 ms/msg with 50, 0.33 with 200, 0.30 with 500). Since the listener stores into
+# a SQLite file of its own, nothing waits for the workers' write lock but the web's commands.
+CHUNK = 500
 
 
 async def handle(db: Database, events: Sequence[AdtEvent], config: Config) -> None:

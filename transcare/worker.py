@@ -107,7 +107,7 @@ def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> Non
 
     @app.agent(episodes, name="followup-planner")
     async def planner(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(200, within=0.05):  # type: ignore[attr-defined]
+        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
             changes = await plan(_database(settings, shared), decode_episode_events(
                 [e.value for e in batch]), ctx)
             if changes:
@@ -166,7 +166,7 @@ def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> 
 
     @app.agent(events, name="transitions")
     async def transitions(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(200, within=0.05):  # type: ignore[attr-defined]
+        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
             await handle(_database(settings, shared), decode([e.value for e in batch]), config)
             _wake(shared, "outbox")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 _SHAPE = "YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+/-ZZZZ]"
@@ -62,6 +63,14 @@ def parse_hl7_datetime(value: str, tz: ZoneInfo) -> datetime | None:
     text = _first_component(value)
     if not text:
         return None
+    return _datetime(text, tz)
+
+
+@lru_cache(maxsize=8192)
+def _datetime(text: str, tz: ZoneInfo) -> datetime:
+    """Cached: a feed repeats its times (MSH-7 and EVN-2, a visit's PV1-44 in each of its
+    messages), and resolving a local time costs two zone conversions. Datetimes are immutable;
+    an invalid value raises every time (exceptions are not cached)."""
     naive, offset = _parse(text)
     if offset is not None:
         return naive.replace(tzinfo=offset)

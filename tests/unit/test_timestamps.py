@@ -160,3 +160,14 @@ def test_a_time_at_the_end_of_the_calendar_is_an_error_not_a_crash() -> None:
     # 9999-12-31 23:59:59 in New York is past datetime.max in UTC (OverflowError).
     with pytest.raises(TimestampError, match="supported range"):
         parse_hl7_datetime("99991231235959", NY)
+
+
+def test_a_repeated_value_is_read_in_each_zone_and_an_invalid_one_fails_each_time() -> None:
+    """Parsed times are cached per value and zone; errors are never cached."""
+    new_york, chicago = ZoneInfo("America/New_York"), ZoneInfo("America/Chicago")
+    first = parse_hl7_datetime("202603021200", new_york)
+    assert parse_hl7_datetime("202603021200", new_york) == first
+    assert parse_hl7_datetime("202603021200", chicago) - first == timedelta(hours=1)
+    for _ in range(2):
+        with pytest.raises(TimestampError):
+            parse_hl7_datetime("20261340", new_york)
