@@ -16,8 +16,9 @@ Phases (all traffic goes to 127.0.0.1, every phase is bounded by count and time)
    2,000, identifiers ``E{n}@GENHOSP``) and a staff directory (coordinators C1..C10 in two
    teams, C3 away and covered by C4, supervisors, a program manager) loaded with
    ``SqlAlchemyDirectory``, then the workers as ``transcare up`` runs them (``transcare worker
-   --stages normaliser`` and ``--stages transitions,followup``, two of those on PostgreSQL;
-   ``--no-split``: full workers)
+   --stages normaliser`` and ``--stages transitions,followup``; ``--workers N``: N of the
+   latter, as ``TRANSCARE_STREAM_WORKERS=N`` runs them on PostgreSQL; ``--no-split``: full
+   workers)
    and ``transcare listener`` as processes;
    a small warm-up feed is sent and fully processed before anything is measured.
 3./4. Throughput: ``--messages`` realistic ADT messages (ED visits, admissions via the ED,
@@ -130,7 +131,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="roster size (default 2000; grown if the feed needs more)")
     p.add_argument("--workers", type=int, default=None,
                    help="transitions and follow-up worker processes in their consumer group "
-                        "(default: as `transcare up` runs them, 1 on SQLite, 2 on PostgreSQL)")
+                        "(default 1, as `transcare up` runs them; on PostgreSQL "
+                        "TRANSCARE_STREAM_WORKERS sets how many it runs)")
     p.add_argument("--no-split", dest="split", action="store_false",
                    help="run --workers full worker processes (every stage) instead of what "
                         "`transcare up` runs: a normaliser process "
@@ -154,7 +156,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--keep", action="store_true", help="keep the temp data dir and logs")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     a = p.parse_args(argv)
-    workers = a.workers if a.workers is not None else (2 if a.database_url else 1)
+    workers = a.workers if a.workers is not None else 1
     opts = Options(rate=a.rate, members=a.members, workers=max(1, workers), split=a.split,
                    database_url=a.database_url, max_phase_seconds=a.max_phase_seconds,
                    profile=a.profile, profile_batch=max(1, a.profile_batch),

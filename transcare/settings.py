@@ -61,6 +61,9 @@ class Settings:
     consumer_group: str = "transcare"
     # The stages one worker process runs (docs/configuration.md): all three by default.
     worker_stages: tuple[str, ...] = ("normaliser", "transitions", "followup")
+    # Transitions and follow-up worker processes `transcare up` runs (PostgreSQL; on SQLite
+    # always one: a second would only queue for the database's write lock).
+    stream_workers: int = 1
     kafka_idempotence: bool = False
     # Seconds after which a published but unprocessed message is published again; -1 means
     # 60 on the embedded (memory-only) broker and never on an external cluster.
@@ -216,6 +219,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_TOPIC_PARTITIONS": ("topic_partitions", int),
     "TRANSCARE_CONSUMER_GROUP": ("consumer_group", str),
     "TRANSCARE_WORKER_STAGES": ("worker_stages", _stages),
+    "TRANSCARE_STREAM_WORKERS": ("stream_workers", int),
     "TRANSCARE_KAFKA_IDEMPOTENCE": ("kafka_idempotence", _bool),
     "TRANSCARE_REPUBLISH_AFTER": ("republish_after_s", float),
     "TRANSCARE_KAFKA_REBALANCE_TIMEOUT": ("kafka_rebalance_timeout_s", float),

@@ -34,22 +34,29 @@ PARTS: dict[str, tuple[str, ...]] = {
     "listener": ("listener",),
     "web": ("web",),
 }
-WORKERS = ("normaliser", "worker", "worker2")
 
 
 def parts(settings: Settings) -> dict[str, tuple[str, ...]]:
-    """The processes ``up`` runs, in start order. On PostgreSQL a second transitions and
-    follow-up worker joins the first's consumer group (measured in ``bench/e2e``: end to end
-    712 -> 848 msg/s, processing lag p99 at 500 msg/s 1.46 -> 0.54 s); on SQLite a second
-    one would only queue for the database's one write lock."""
-    if is_sqlite(settings.effective_database_url):
-        return dict(PARTS)
+    """The processes ``up`` runs, in start order. On PostgreSQL, ``stream_workers``
+    (``TRANSCARE_STREAM_WORKERS``, default 1) transitions and follow-up workers share one
+    consumer group: ``worker``, ``worker2``, ... Since a worker reads and writes a batch's
+    episodes and tasks at once, one is faster than two on a 2-core machine (bench/e2e, the
+    same VM: 618-724 vs 555 msg/s end to end, processing lag p99 at 500 msg/s 1.7-1.9 vs
+    2.5-5.4 s; before, two were faster, 848 vs 712); more cores
+    are what a second one needs. On SQLite a second one would only queue for the database's
+    one write lock."""
+    count = 1 if is_sqlite(settings.effective_database_url) else max(1, settings.stream_workers)
     found: dict[str, tuple[str, ...]] = {}
     for name, command in PARTS.items():
         found[name] = command
         if name == "worker":
-            found["worker2"] = command
+            found.update({f"worker{n}": command for n in range(2, count + 1)})
     return found
+
+
+def is_worker(name: str) -> bool:
+    """A part that consumes from the broker (restarted with it)."""
+    return name == "normaliser" or name.startswith("worker")
 
 
 @dataclass
@@ -177,7 +184,7 @@ def _restart_broker(broker: EmbeddedBroker, children: list[Child]) -> None:
     log.error("up.broker_exited", action="restart broker and workers")
     broker.start()
     for child in children:
-        if child.name in WORKERS:
+        if is_worker(child.name):
             child.stop()
             child.start()
 
