@@ -95,8 +95,9 @@ class BatchTasks:
     """The tasks of one planning batch's episodes and members, read at its start in one
     statement, changed in memory event by event, and written at its end in one upsert
     (:meth:`flush`). Reading and saving them for every episode event cost two statements an
-    event. On PostgreSQL the rows stay locked until commit, so a scheduler firing a ladder
-    step of one of them waits instead of being overwritten."""
+    event. On PostgreSQL the rows stay locked until commit: the scheduler skips them
+    (``SKIP LOCKED``) until its next sweep, and the planner reads a row the scheduler holds
+    once it committed, so neither overwrites the other."""
 
     now: datetime
     tasks: dict[str, tuple[datetime, Task]] = field(default_factory=dict)  # id -> created, task
@@ -175,6 +176,9 @@ def save_tasks(conn: Connection, changed: Sequence[Task], now: datetime) -> None
     """Insert or update ``changed`` (``created_at`` is kept on update)."""
     if not changed:
         return
+    # In id order: the planner locks its tasks in id order too, so a command saving several
+    # tasks and a planning batch never wait for each other in a cycle (PostgreSQL).
+    changed = sorted(changed, key=lambda t: t.id)
     upsert(conn, tasks, ["id"], [{**task_row(t, now), "created_at": now} for t in changed],
            keep=["created_at"])
 

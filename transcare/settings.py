@@ -177,6 +177,14 @@ def _bool(value: str | bool) -> bool:
 WORKER_STAGES = ("normaliser", "transitions", "followup")
 
 
+def _at_least_one(value: str | int) -> int:
+    """A whole number of at least 1 (a count of processes)."""
+    number = int(value)
+    if number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
 def _stages(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Comma-separated (or a TOML list of) worker stages, in pipeline order."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -219,7 +227,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_TOPIC_PARTITIONS": ("topic_partitions", int),
     "TRANSCARE_CONSUMER_GROUP": ("consumer_group", str),
     "TRANSCARE_WORKER_STAGES": ("worker_stages", _stages),
-    "TRANSCARE_STREAM_WORKERS": ("stream_workers", int),
+    "TRANSCARE_STREAM_WORKERS": ("stream_workers", _at_least_one),
     "TRANSCARE_KAFKA_IDEMPOTENCE": ("kafka_idempotence", _bool),
     "TRANSCARE_REPUBLISH_AFTER": ("republish_after_s", float),
     "TRANSCARE_KAFKA_REBALANCE_TIMEOUT": ("kafka_rebalance_timeout_s", float),
@@ -320,7 +328,7 @@ def _convert(kind: Any, value: Any) -> Any:
         if isinstance(value, str):
             return _bool(value)
         raise ValueError("expected true or false")
-    if kind in (int, float) and isinstance(value, bool):
+    if kind in (int, float, _at_least_one) and isinstance(value, bool):
         raise ValueError("expected a number")
     return kind(value)
 

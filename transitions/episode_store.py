@@ -84,7 +84,7 @@ def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str,
                prior_identifiers: Sequence[MemberIdentifier] = ()) -> PatientState:
     """The member's episodes and visit index, plus the episodes owning ``visit_keys`` and,
     for a merge, the episodes of ``prior_identifiers`` and of the members holding them."""
-    prior_members = _holders(conn, prior_identifiers) - {member.member_id}
+    prior_members = members_holding(conn, prior_identifiers) - {member.member_id}
     owners = _visit_owners(conn, visit_keys)
     if prior_identifiers:
         conds = [_E.member_id.in_([member.member_id, *prior_members]),
@@ -105,7 +105,8 @@ def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str,
                         prior_members=frozenset(prior_members))
 
 
-def _holders(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[str]:
+def members_holding(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[str]:
+    """The members holding any of ``ids`` (a merge's prior identifiers)."""
     if not ids:
         return set()
     c = member_identifiers.c

@@ -28,6 +28,7 @@ from transitions.episode_store import (
     BatchEpisodes,
     load_state,
     lock_members,
+    members_holding,
     open_caseload,
     save_state,
 )
@@ -77,18 +78,22 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     for m in candidates.values():
         born.setdefault(m.birth_date, {})[m.member_id] = m
     found = {e.event_id: _match(e, identifiers, owners, candidates, born, config) for e in todo}
+    clinical = {e.event_id: clinical_event(e, config.rules.post_acute_facilities) for e in todo
+                if found[e.event_id].outcome not in ("unmatched", "review")
+                and found[e.event_id].member_id}
     # Lock every member this batch changes, in one order, before changing any: two workers
-    # (or the stale sweep) touching the same members never deadlock.
-    locked = sorted({f.member_id for f in found.values() if f.member_id})
+    # (or the stale sweep) touching the same members never deadlock. A merge also changes the
+    # members holding its prior identifiers: they are locked too, so a merge another worker
+    # commits meanwhile cannot be undone by this batch writing back what it read before.
+    priors = [i for ev in clinical.values() if ev.action == "merge" for i in ev.prior_identifiers]
+    locked = sorted({f.member_id for f in found.values() if f.member_id}
+                    | members_holding(conn, priors))
     lock_members(conn, locked)
     if conn.dialect.name == "postgresql" and locked:
         # Read them again under the row locks: another worker or an import may have changed a
         # member (tier, raised tier, consent) since the matching read above. (SQLite: the
         # transaction holds the database's write lock from its start; nothing can change.)
         candidates.update(load_members(conn, locked))
-    clinical = {e.event_id: clinical_event(e, config.rules.post_acute_facilities) for e in todo
-                if found[e.event_id].outcome not in ("unmatched", "review")
-                and found[e.event_id].member_id}
     batch = (BatchEpisodes.read(conn, locked, {_visit_key(ev) for ev in clinical.values()
                                                if ev.visit_number})
              if clinical else None)

@@ -256,7 +256,7 @@ async def test_a_batch_plans_what_its_events_plan_one_by_one(database: Database,
     await setup(database)
     await SqlAlchemyDirectory(database, lambda: T0).upsert_members(MESSY_MEMBERS)
     events = await transitions(database, messy_batch(with_merge))
-    assert {"FlagRaised", "TaskCancelled"} - {e.type for e in events} == {"TaskCancelled"}
+    assert "FlagRaised" in {e.type for e in events}  # the readmission: a member-wide read
 
     def last_ids(conn: Any) -> dict[str, int]:
         return {t.name: conn.execute(select(func.max(t.c.id))).scalar() or 0

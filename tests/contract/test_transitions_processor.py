@@ -243,3 +243,28 @@ async def test_a_batch_writes_what_its_events_write_one_by_one(
     assert batched.outcomes[("review", "GENHOSP")] == 1  # b16: V1 is M1's visit
     assert batched.episode_events > 20
     assert len(held["episodes"]) >= 4 and held["episode_flags"]  # the readmission flag
+
+
+async def test_a_merge_locks_the_members_holding_its_prior_identifiers(
+        database: Database, monkeypatch: Any) -> None:
+    """Regression (found in review): a merge changes the episodes of the member holding its
+    prior identifiers, but only the survivor was locked. On PostgreSQL another worker's batch
+    holding that member's episodes could then write back what it had read before the merge
+    committed, undoing it. Now both are locked, in one order, before anything is read."""
+    import transitions.processor as processor
+
+    await enrol(database, *MESSY_MEMBERS)  # M9 holds 2002@GENHOSP
+    taken: list[list[str]] = []
+    original = processor.lock_members
+
+    def record(conn: Any, member_ids: Sequence[str]) -> None:
+        taken.append(list(member_ids))
+        original(conn, member_ids)
+
+    monkeypatch.setattr(processor, "lock_members", record)
+    await run(database, [adt("A04", "p1", mrn="2002", visit="V5", phone=None, zip_code=None)])
+    await run(database, [adt("A40", "p2", visit=None, prior=[("2002", "GENHOSP")],
+                             at=T0 + timedelta(hours=2))])
+    assert taken == [["M9"], ["M1", "M9"]]
+    (ep,) = await rows(database, episodes)
+    assert ep["member_id"] == "M1"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transcare.settings import Settings, load_settings
+import pytest
+
+from transcare.settings import Settings, SettingsError, load_settings
 from transcare.supervisor import is_worker, parts
 
 PG = "postgresql://tc@db.example/transcare"
@@ -32,3 +34,9 @@ def test_the_count_comes_from_the_environment() -> None:
 def test_the_broker_restart_restarts_every_consumer() -> None:
     assert [n for n in ("normaliser", "worker", "worker2", "listener", "web") if is_worker(n)] == [
         "normaliser", "worker", "worker2"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_a_count_below_one_or_not_a_number_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="TRANSCARE_STREAM_WORKERS"):
+        load_settings(env={"TRANSCARE_STREAM_WORKERS": value})
