@@ -91,6 +91,10 @@ def messy_batch(with_merge: bool) -> list[AdtEvent]:
             discharged_at=L0 + 98 * h, disposition="01"),
         adt("A01", "b14", patient_class="I", visit="V9", at=L0 + 240 * h),
         adt("A08", "b15", patient_class="I", visit="V9", at=L0 + 241 * h, location="6N"),
+        # left against advice: a second flag on the readmission, read again by the A08 after it
+        adt("A03", "b15a", patient_class="I", visit="V9", at=L0 + 241.5 * h,
+            discharged_at=L0 + 241.5 * h, disposition="07"),
+        adt("A08", "b15b", patient_class="I", visit="V9", at=L0 + 241.7 * h, location="6S"),
         adt("A04", "b16", mrn="1002", family="ROE", given="ANN", visit="V1", at=L0 + 242 * h),
         adt("A04", "b17", mrn="999", family="OTHER", given="PAT", birth_date=date(1990, 5, 5)),
         adt("A11", "b18", mrn="1003", family="POE", given="AL", visit="V3", patient_class="I",
