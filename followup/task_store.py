@@ -65,29 +65,31 @@ def load_tasks(conn: Connection, *, ids: Iterable[str] = (), episode_ids: Iterab
     if episode_ids := list(episode_ids):
         params["episodes"] = episode_ids
     if member_id is not None:
-        params["member"] = member_id
+        params["members"] = [member_id]
     if not params:
         return []
-    query = _tasks_query("ids" in params, "episodes" in params, "member" in params, active_only)
+    query = _tasks_query("ids" in params, "episodes" in params, "members" in params, active_only)
     return [task_from_row(r) for r in conn.execute(query, params).mappings()]
 
 
 @cache
-def _tasks_query(by_ids: bool, by_episodes: bool, by_member: bool, active_only: bool) -> Select[Any]:
-    """load_tasks' statement for one combination of filters, built once (it runs for every
-    episode event; building it cost more than running it)."""
+def _tasks_query(by_ids: bool, by_episodes: bool, by_members: bool, active_only: bool,
+                 lock: bool = False) -> Select[Any]:
+    """The tasks statement for one combination of filters, built once (it runs for every
+    planning batch and command; building it cost more than running it). Oldest first; with
+    ``lock`` (PostgreSQL), ``FOR UPDATE`` in id order, the order every writer locks tasks in."""
     c = tasks.c
     conds: list[Any] = []
     if by_ids:
         conds.append(c.id.in_(bindparam("ids", expanding=True)))
     if by_episodes:
         conds.append(c.episode_id.in_(bindparam("episodes", expanding=True)))
-    if by_member:
-        conds.append(c.member_id == bindparam("member"))
+    if by_members:
+        conds.append(c.member_id.in_(bindparam("members", expanding=True)))
     query = select(tasks).where(or_(*conds))
     if active_only:
         query = query.where(c.status.in_(ACTIVE))
-    return query.order_by(c.created_at, c.id)
+    return query.order_by(c.id).with_for_update() if lock else query.order_by(c.created_at, c.id)
 
 
 @dataclass
@@ -113,7 +115,8 @@ class BatchTasks:
         params: dict[str, Any] = {"episodes": sorted(episode_ids), "members": sorted(member_ids)}
         if not episode_ids and not member_ids:
             return batch
-        query = _batch_query(bool(episode_ids), bool(member_ids), conn.dialect.name == "postgresql")
+        query = _tasks_query(False, bool(episode_ids), bool(member_ids), False,
+                             conn.dialect.name == "postgresql")
         for row in conn.execute(query, params).mappings():
             batch._keep(row["created_at"], task_from_row(row))
         return batch
@@ -158,18 +161,6 @@ def as_stored(task: Task, now: datetime) -> Task:
     row["clinical_at"], row["due_at"] = task.clinical_at.astimezone(UTC), task.due_at.astimezone(UTC)
     row["detail"] = json.loads(json.dumps(row["detail"]))
     return task_from_row(cast(RowMapping, row))
-
-
-@cache
-def _batch_query(by_episodes: bool, by_members: bool, lock: bool) -> Select[Any]:
-    c = tasks.c
-    conds: list[Any] = []
-    if by_episodes:
-        conds.append(c.episode_id.in_(bindparam("episodes", expanding=True)))
-    if by_members:
-        conds.append(c.member_id.in_(bindparam("members", expanding=True)))
-    query = select(tasks).where(or_(*conds)).order_by(c.id)
-    return query.with_for_update() if lock else query
 
 
 def save_tasks(conn: Connection, changed: Sequence[Task], now: datetime) -> None:

@@ -81,7 +81,6 @@ class OutboxPublisher:
         self._pruned_at: float | None = None  # time.monotonic() of the last prune
         self._renewed_at: datetime | None = None  # when this process last took the lease
 
-
     def wake(self) -> None:
         """New rows were committed here: publish without waiting for the next poll."""
         self._wake.set()

@@ -8,14 +8,26 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from transcare.db.database import _begin_promptly
+from transcare.db.database import ThreadedSqliteDatabase, _begin_promptly
 
 
 def _connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     return conn
+
+
+async def _table_and_lock_holder(path: Path,
+                                 inline: bool) -> tuple[ThreadedSqliteDatabase, sqlite3.Connection]:
+    """A database at ``path`` with a table ``t``, and another connection holding its write
+    lock (``BEGIN IMMEDIATE``); the caller disposes of the database."""
+    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=inline)
+    await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+    holder = _connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+    return db, holder
 
 
 class Ticker:
@@ -118,14 +130,10 @@ async def test_a_write_that_cannot_get_the_lock_raises_sqlalchemys_operational_e
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    from transcare.db.database import LOCK_WAIT_S, ThreadedSqliteDatabase
+    from transcare.db.database import LOCK_WAIT_S
 
-    path = tmp_path / "locked.db"
-    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=inline)
+    db, holder = await _table_and_lock_holder(tmp_path / "locked.db", inline)
     try:
-        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
-        holder = _connect(path)
-        holder.execute("BEGIN IMMEDIATE")
         db.lock_wait_s = 0.05
         with pytest.raises(OperationalError, match="locked"):
             await db.write(lambda c: c.execute(text("INSERT INTO t VALUES (1)")))
@@ -149,14 +157,9 @@ async def test_an_inline_transaction_waits_for_the_lock_without_stopping_the_loo
 
     from sqlalchemy import text
 
-    from transcare.db.database import ThreadedSqliteDatabase
 
-    path = tmp_path / "inline.db"
-    db = ThreadedSqliteDatabase(f"sqlite:///{path}", inline=True)
+    db, holder = await _table_and_lock_holder(tmp_path / "inline.db", inline=True)
     try:
-        await db.write(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
-        holder = _connect(path)
-        holder.execute("BEGIN IMMEDIATE")
         holder.execute("INSERT INTO t VALUES (1)")
 
         def insert(conn: object) -> int:
