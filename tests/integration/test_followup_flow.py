@@ -124,7 +124,8 @@ async def test_a_discharge_reaches_the_coordinator_and_slipping_work_escalates(
                                    f"'post_discharge_contact' AND member_id = 'M-{token}'")
             return bool(found) and found[0]["escalation_level"] == 2
         await until("the contact task escalated to level 2", escalated_twice)
-        await until("e-mails delivered", lambda: _mailed(smtp, 4))
+        # the contact task's four: assigned and reminded (C1), escalated to S1, then to PM
+        await until("e-mails delivered", lambda: _mailed(smtp, 4, "post_discharge_contact"))
         await until("webhooks delivered", lambda: _hooked(receiver, 2))
         await check_ladder(db, smtp, receiver, f"M-{token}")
         task_ids = {r["id"] for r in await rows(db, f"SELECT id FROM tasks WHERE member_id = 'M-{token}'")}
@@ -139,8 +140,9 @@ async def test_a_discharge_reaches_the_coordinator_and_slipping_work_escalates(
         await db.dispose()
 
 
-async def _mailed(smtp: SmtpServer, n: int) -> bool:
-    return len(smtp.mailbox.messages) >= n
+async def _mailed(smtp: SmtpServer, n: int, subject: str = "") -> bool:
+    """At least ``n`` e-mails delivered (whose subject names ``subject``)."""
+    return sum(subject in str(m["Subject"]) for m in smtp.mailbox.messages) >= n
 
 
 async def _hooked(receiver: Receiver, n: int) -> bool:
