@@ -23,6 +23,7 @@ from schemas.episode_event import EpisodeEvent
 from transcare import metrics
 from transcare.db.database import Database, write_retrying
 from transcare.db.leases import acquire
+from transcare.halving import run_halving
 from transcare.settings import Settings
 
 log = structlog.get_logger("transcare.followup")
@@ -69,23 +70,23 @@ async def plan(db: Database, events: Sequence[EpisodeEvent], ctx: FollowupContex
 
 
 async def _plan_chunk(db: Database, events: Sequence[EpisodeEvent], ctx: FollowupContext) -> int:
-    """Plan events in one transaction; on failure, each event alone, logging (never dropping
-    silently) the ones that still fail."""
-    if not events:
-        return 0
-    try:
-        return await _retrying(db, lambda c: plan_batch(c, events, ctx, datetime.now(UTC)))
-    except Exception as exc:
-        log.warning("followup.batch_failed", size=len(events), error=type(exc).__name__)
-    total = 0
-    for event in events:
+    """Plan events in one transaction; when that fails, each half the same way down to single
+    events (:func:`transcare.halving.run_halving`), logging (never dropping silently) the ones
+    that still fail alone."""
+
+    async def attempt(run: Sequence[EpisodeEvent]) -> int:
         try:
-            total += await _retrying(db, lambda c, e=event: plan_batch(  # type: ignore[misc]
-                c, [e], ctx, datetime.now(UTC)))
+            return await _retrying(db, lambda c: plan_batch(c, run, ctx, datetime.now(UTC)))
         except Exception as exc:
-            metrics.FOLLOWUP_ERRORS.labels("plan_failed").inc()
-            log.error("followup.event_failed", event_id=event.event_id, error=type(exc).__name__)
-    return total
+            if len(run) > 1:
+                log.warning("followup.batch_failed", size=len(run), error=type(exc).__name__)
+            raise
+
+    async def give_up(event: EpisodeEvent, exc: Exception) -> None:
+        metrics.FOLLOWUP_ERRORS.labels("plan_failed").inc()
+        log.error("followup.event_failed", event_id=event.event_id, error=type(exc).__name__)
+
+    return sum(await run_halving(events, attempt, give_up))
 
 
 async def schedule(db: Database, ctx: FollowupContext, holder: str,

@@ -19,6 +19,7 @@ from schemas.adt_event import AdtEvent
 from transcare import metrics
 from transcare.db.database import Database, write_retrying
 from transcare.db.leases import acquire
+from transcare.halving import run_halving
 from transcare.settings import Settings
 from transitions.matching import MatchPolicy
 from transitions.processor import BatchResult, Config, process_batch, record_failure
@@ -68,23 +69,24 @@ async def handle(db: Database, events: Sequence[AdtEvent], config: Config) -> No
 
 
 async def _handle_chunk(db: Database, events: Sequence[AdtEvent], config: Config) -> None:
-    """Process events in one transaction; on failure, each event alone; record what still
-    fails."""
-    if not events:
-        return
-    try:
-        _account(events, await _write_batch(db, events, config))
-        return
-    except Exception as exc:
-        log.warning("transitions.batch_failed", size=len(events), error=type(exc).__name__)
-    for event in events:
+    """Process events in one transaction; when that fails, each half the same way down to
+    single events (:func:`transcare.halving.run_halving`), and record what still fails alone."""
+
+    async def attempt(run: Sequence[AdtEvent]) -> None:
         try:
-            _account([event], await _write_batch(db, [event], config))
+            _account(run, await _write_batch(db, run, config))
         except Exception as exc:
-            log.error("transitions.event_failed", event_id=event.event_id,
-                      message_id=event.message_id, error=type(exc).__name__)
-            metrics.ADT_EVENTS_HANDLED.labels("failed", event.header.sending_facility or "").inc()
-            await _record_failure(db, event)
+            if len(run) > 1:
+                log.warning("transitions.batch_failed", size=len(run), error=type(exc).__name__)
+            raise
+
+    async def give_up(event: AdtEvent, exc: Exception) -> None:
+        log.error("transitions.event_failed", event_id=event.event_id,
+                  message_id=event.message_id, error=type(exc).__name__)
+        metrics.ADT_EVENTS_HANDLED.labels("failed", event.header.sending_facility or "").inc()
+        await _record_failure(db, event)
+
+    await run_halving(events, attempt, give_up)
 
 
 async def _record_failure(db: Database, event: AdtEvent) -> None:
