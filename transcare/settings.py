@@ -131,12 +131,17 @@ class Settings:
 
     @property
     def worker_group(self) -> str:
-        """The consumer group of a worker running :attr:`worker_stages`: the configured group
-        for all stages, a group of their own for a subset (``transcare-normaliser``), so
-        processes running different stages never share partitions."""
+        """The faust app id of a worker running :attr:`worker_stages`: the configured group
+        for all stages, ``transcare-normaliser`` for a subset. (Each stage consumes in a
+        group of its own, :meth:`stage_group`.)"""
         if set(self.worker_stages) == set(WORKER_STAGES):
             return self.consumer_group
         return "-".join((self.consumer_group, *self.worker_stages))
+
+    def stage_group(self, stage: str) -> str:
+        """The consumer group of a stage's input (``transcare-transitions``): every worker
+        running the stage shares its partitions, whichever other stages it runs."""
+        return f"{self.consumer_group}-{stage}"
 
     @property
     def rebalance_timeout(self) -> float:

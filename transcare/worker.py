@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -28,6 +29,7 @@ from followup.notify.senders import senders_from_settings
 from followup.rules import RuleError
 from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW, ALL_TOPICS, EPISODES
 from transcare import metrics
+from transcare.consuming import BatchConsumer, Records
 from transcare.db.database import Database, open_database
 from transcare.followup_agent import decode as decode_episode_events
 from transcare.followup_agent import followup_context, plan, schedule
@@ -100,19 +102,17 @@ def _wake(shared: dict[str, Any], *names: str) -> None:
 def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
     """transitions.episodes.v1 -> tasks (database) + outbox -> followup.tasks.v1 and
     followup.notifications.v1; the ladder scheduler; the notification dispatcher."""
-    episodes = app.topic(EPISODES.name, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
     ctx = followup_context(settings)  # a bad rule file stops the worker here, naming the rule
     holder = _holder()
 
-    @app.agent(episodes, name="followup-planner")
-    async def planner(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
-            changes = await plan(_database(settings, shared), decode_episode_events(
-                [e.value for e in batch]), ctx)
-            if changes:
-                metrics.TASK_CHANGES.inc(changes)
-                _wake(shared, "outbox", "dispatcher")
+    async def planner(records: Records) -> None:
+        changes = await plan(_database(settings, shared), decode_episode_events(
+            [r.value for r in records if r.value is not None]), ctx)
+        if changes:
+            metrics.TASK_CHANGES.inc(changes)
+            _wake(shared, "outbox", "dispatcher")
+
+    _consume(app, settings, "followup", EPISODES.name, planner)
 
     @app.timer(settings.scheduler_interval_s)  # type: ignore[untyped-decorator]
     async def scheduler() -> None:
@@ -159,16 +159,15 @@ def _message_store(settings: Settings, shared: dict[str, Any]) -> SqlAlchemyMess
 
 def _transitions(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
     """adt.events.v1 -> episodes (database) + outbox -> transitions.episodes.v1."""
-    events = app.topic(ADT_EVENTS.name, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
     config = transitions_config(settings)
     holder = _holder()
 
-    @app.agent(events, name="transitions")
-    async def transitions(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
-            await handle(_database(settings, shared), decode([e.value for e in batch]), config)
-            _wake(shared, "outbox")
+    async def transitions(records: Records) -> None:
+        await handle(_database(settings, shared),
+                     decode([r.value for r in records if r.value is not None]), config)
+        _wake(shared, "outbox")
+
+    _consume(app, settings, "transitions", ADT_EVENTS.name, transitions)
 
     @app.timer(60.0)  # type: ignore[untyped-decorator]
     async def sweep() -> None:
@@ -187,8 +186,6 @@ def _normaliser(app: faust.App, settings: Settings, shared: dict[str, Any]) -> N
     A batch's records go out through a producer of our own, one record batch per partition
     (faust's ``Topic.send`` made one small produce request per record: measured under load,
     a third of this process's time was faust's send path and aiokafka's socket writes)."""
-    raw = app.topic(ADT_RAW.name, key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw")
     started = asyncio.Event()
     state: dict[str, KafkaPublisher] = {}
 
@@ -206,15 +203,32 @@ def _normaliser(app: faust.App, settings: Settings, shared: dict[str, Any]) -> N
         finally:
             await state["publisher"].close()
 
-    @app.agent(raw, name="adt-normaliser")
-    async def normaliser(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(500, within=0.05):  # type: ignore[attr-defined]
-            store = _message_store(settings, shared)
-            results = [normalise(e.key or b"", e.value, time_zone) for e in batch]
-            results = await _undecided(store, results)
-            await started.wait()
-            await _publish(results, state["publisher"])
-            await _record(store, results)
+    async def normaliser(records: Records) -> None:
+        store = _message_store(settings, shared)
+        results = [normalise(r.key or b"", r.value or b"", time_zone) for r in records]
+        results = await _undecided(store, results)
+        await started.wait()
+        await _publish(results, state["publisher"])
+        await _record(store, results)
+
+    _consume(app, settings, "normaliser", ADT_RAW.name, normaliser)
+
+
+def _consume(app: faust.App, settings: Settings, stage: str, topic: str,
+             handle: Callable[[Records], Awaitable[None]]) -> None:
+    """Run the stage's consumer (:class:`transcare.consuming.BatchConsumer`) as an app task."""
+
+    async def consume() -> None:
+        await ensure_topics(settings.bootstrap, [t.name for t in ALL_TOPICS],
+                            settings.topic_partitions)
+        await BatchConsumer(
+            settings.bootstrap, settings.stage_group(stage), topic, handle,
+            session_timeout_s=settings.session_timeout,
+            heartbeat_s=min(3.0, settings.session_timeout / 4),
+            rebalance_timeout_s=settings.rebalance_timeout).run()
+
+    consume.__name__ = f"consume_{stage}"
+    app.task(consume)
 
 
 async def _undecided(store: SqlAlchemyMessageStore,
@@ -275,7 +289,7 @@ def run(settings: Settings) -> int:
     tune_process()
     inputs = {"normaliser": ADT_RAW.name, "transitions": ADT_EVENTS.name, "followup": EPISODES.name}
     print(f"worker ({', '.join(settings.worker_stages)}) consuming "
-          f"{', '.join(inputs[s] for s in settings.worker_stages)} from {settings.bootstrap} "
-          f"as consumer group {settings.worker_group}", flush=True)
+          f"{', '.join(f'{inputs[s]} (group {settings.stage_group(s)})' for s in settings.worker_stages)}"
+          f" from {settings.bootstrap}", flush=True)
     worker.execute_from_commandline()
     return 0

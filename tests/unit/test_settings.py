@@ -89,13 +89,20 @@ def test_a_worker_builds_only_its_stages(tmp_path: Path) -> None:
     def parts(value: str) -> tuple[set[str], bool]:
         s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), "TRANSCARE_WORKER_STAGES": value})
         app = create_app(s)
-        outbox = any(t.__name__ == "publish_outbox" for t in app._app_tasks)
-        return {name.rsplit(".", 1)[-1] for name in app.agents}, outbox
+        names = {t.__name__ for t in app._app_tasks}
+        return {n.removeprefix("consume_") for n in names if n.startswith("consume_")}, \
+            "publish_outbox" in names
 
-    assert parts("normaliser") == ({"adt-normaliser"}, False)
-    assert parts("transitions,followup") == ({"transitions", "followup-planner"}, True)
-    assert parts("followup") == ({"followup-planner"}, True)  # its rows get published too
-    assert parts("") == ({"adt-normaliser", "transitions", "followup-planner"}, True)
+    assert parts("normaliser") == ({"normaliser"}, False)
+    assert parts("transitions,followup") == ({"transitions", "followup"}, True)
+    assert parts("followup") == ({"followup"}, True)  # its rows get published too
+    assert parts("") == ({"normaliser", "transitions", "followup"}, True)
+
+
+def test_each_stage_consumes_in_a_consumer_group_of_its_own(tmp_path: Path) -> None:
+    s = load_settings({"TRANSCARE_DATA_DIR": str(tmp_path), "TRANSCARE_CONSUMER_GROUP": "tc"})
+    assert [s.stage_group(stage) for stage in s.worker_stages] == [
+        "tc-normaliser", "tc-transitions", "tc-followup"]
 
 
 def test_the_message_store_is_a_sqlite_file_of_its_own_beside_the_database(tmp_path: Path) -> None:
