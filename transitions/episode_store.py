@@ -8,15 +8,16 @@ workers handling the same member (events from two facilities, two partitions) ta
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, RowMapping
 
+from transcare.db.engine import json_dumps
 from transcare.db.tables import (
     episode_flags,
     episode_timeline,
@@ -313,9 +314,9 @@ def as_stored(episode: Episode) -> Episode:
     row = episode_row(episode, datetime.now(UTC))
     for name in ("admitted_at", "discharged_at", "last_event_at"):
         row[name] = _utc(row[name])
-    row["detail"] = json.loads(json.dumps(row["detail"]))
+    row["detail"] = orjson.loads(json_dumps(row["detail"]))
     flags = sorted((Flag(f.name, cast(datetime, _utc(f.raised_at)),
-                         json.loads(json.dumps(_detail_json(f.detail))) or {})
+                         orjson.loads(json_dumps(_detail_json(f.detail))) or {})
                     for f in episode.flags), key=lambda f: (f.raised_at, f.name))
     return episode_from_row(cast(RowMapping, row), tuple(flags))
 

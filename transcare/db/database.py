@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError as DBAPIOperationalError
 
-from transcare.db.engine import async_url, create_engine, is_sqlite
+from transcare.db.engine import JSON_CODEC, async_url, create_engine, is_sqlite
 
 T = TypeVar("T")
 
@@ -59,7 +59,8 @@ class ThreadedSqliteDatabase:
         # a transaction that finds the lock taken fails at once and is tried again later.
         self._busy_ms = 0 if inline else int(LOCK_WAIT_S * 1000)
         self._engine: Engine = create_sync_engine(
-            sync_url, connect_args={"check_same_thread": False, "timeout": self._busy_ms / 1000})
+            sync_url, connect_args={"check_same_thread": False, "timeout": self._busy_ms / 1000},
+            **JSON_CODEC)
         event.listen(self._engine, "connect", _sqlite_pragmas(synchronous))
         # The driver leaves transactions to us (isolation_level None), and each one starts
         # with an explicit BEGIN: deferred for run(), IMMEDIATE for write().

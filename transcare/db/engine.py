@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -23,6 +24,16 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' text: orjson (the standard library's encoder was 2-3% of the worker's
+    time; the text differs only in whitespace)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# For every engine: JSON columns written and read with orjson.
+JSON_CODEC: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": orjson.loads}
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -35,6 +46,7 @@ def create_engine(url: str, *, sqlite_synchronous: str = "NORMAL", **kw: Any) ->
     in the OS cache) and FULL also survives power loss, at the cost of an fsync per commit.
     """
     url = async_url(url)
+    kw = {**JSON_CODEC, **kw}
     if is_sqlite(url):
         # One connection per process: SQLite has one writer at a time, and two connections of
         # one process contending for the lock would sleep in SQLite's busy handler (>= 1 ms).
