@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from adt_listener.store import REJECTED, IncomingMessage, StoreResult
+from adt_listener.store import REJECTED, IncomingMessage, Outcome, StoreResult
 
 _COLUMNS = ("received_at", "sending_facility", "control_id", "message_type", "patient_key",
             "peer", "charset", "raw", "ack_code", "ack", "status", "reason")
@@ -42,6 +42,15 @@ STATEMENT_TIMEOUT_S = 30.0  # a server that stops answering fails the batch (no 
 # Options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect (the adapter pops them too).
 _ADAPTER_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
 _PUBLISHED = "UPDATE messages SET published_at = $1 WHERE id = ANY($2::bigint[])"
+# The normaliser's outcomes, one statement per batch; a NULL received time matches by id alone.
+_OUTCOMES = (
+    "UPDATE messages AS m SET status = o.status, reason = o.reason, processed_at = $1 "
+    "FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[]) "
+    "AS o(id, received_at, status, reason) "
+    "WHERE m.id = o.id AND (o.received_at IS NULL OR m.received_at = o.received_at) "
+    "AND m.status != 'rejected'")
+_DECIDED = ("SELECT id, received_at FROM messages WHERE id = ANY($1::bigint[]) "
+            "AND status IN ('processed', 'deadlettered')")
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -111,6 +120,14 @@ class PgDriverRows:
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
         await self._fetch(_PUBLISHED, at, list(ids))
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
+        await self._fetch(_OUTCOMES, at, [o.message_id for o in outcomes],
+                          [o.received_at for o in outcomes], [o.status for o in outcomes],
+                          [o.reason for o in outcomes])
+
+    async def decided(self, ids: Sequence[int]) -> list[tuple[int, datetime]]:
+        return [(int(i), t) for i, t in await self._fetch(_DECIDED, list(ids))]
 
     async def close(self) -> None:
         if self._conn is not None:

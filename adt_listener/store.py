@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from transcare.db.database import AsyncEngineDatabase, Database, ThreadedSqliteDatabase
@@ -199,30 +199,29 @@ class SqlAlchemyMessageStore:
         await self._pg.mark_published(ids, at)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
-        """Set processed/deadlettered; idempotent, and never overrides a rejection."""
+        """Set processed/deadlettered; idempotent, and never overrides a rejection.
+
+        The normaliser's hot path: on SQLite one prepared statement for the batch on the
+        driver connection, on PostgreSQL one ``UPDATE ... FROM unnest(...)`` (an UPDATE per
+        message through SQLAlchemy cost the normaliser about a tenth of its time)."""
         if not outcomes:
             return
-        c = messages.c
-        keyed = [o for o in outcomes if o.received_at is not None]
-        loose = [o for o in outcomes if o.received_at is None]
-        base = update(messages).values(status=bindparam("o_status"), reason=bindparam("o_reason"),
-                                       processed_at=bindparam("o_at"))
-        by_time = base.where(c.id == bindparam("o_id"), c.received_at == bindparam("o_received"),
-                             c.status != REJECTED)
-        by_id = base.where(c.id == bindparam("o_id"), c.status != REJECTED)
+        if isinstance(self._db, ThreadedSqliteDatabase):
+            keyed = [(o.status, o.reason, _sqlite_time(at), o.message_id,
+                      _sqlite_time(o.received_at)) for o in outcomes if o.received_at is not None]
+            loose = [(o.status, o.reason, _sqlite_time(at), o.message_id)
+                     for o in outcomes if o.received_at is None]
 
-        def params(batch: Sequence[Outcome]) -> list[dict[str, object]]:
-            return [{"o_id": o.message_id, "o_received": o.received_at, "o_status": o.status,
-                     "o_reason": o.reason, "o_at": at} for o in batch]
+            def apply(conn: sqlite3.Connection) -> None:
+                if keyed:
+                    conn.executemany(_SQLITE_OUTCOME + " AND received_at = ?", keyed)
+                if loose:
+                    conn.executemany(_SQLITE_OUTCOME, loose)
 
-        def apply(conn: Connection) -> None:
-            # executemany: one prepared statement for the whole batch
-            if keyed:
-                conn.execute(by_time, params(keyed))
-            if loose:
-                conn.execute(by_id, params(loose))
-
-        await self._db.write(apply)  # the write lock taken up front, promptly retried
+            await self._db.run_dbapi(apply)
+            return
+        assert self._pg is not None
+        await self._pg.record_outcomes(outcomes, at)
 
     async def find(self, *, control_id: str | None = None, facility: str | None = None,
                    status: str | None = None, limit: int = 100,
@@ -270,8 +269,11 @@ class SqlAlchemyMessageStore:
         """Which of these (id, received time) messages already have an outcome."""
         if not messages_:
             return set()
-        c = messages.c
         wanted = {(i, _utc(t)) for i, t in messages_}
+        if self._pg is not None:  # PostgreSQL: on the driver connection, as record_outcomes
+            return {i for i, t in await self._pg.decided(list({i for i, _ in wanted}))
+                    if (i, _utc(t)) in wanted}
+        c = messages.c
         query = select(c.id, c.received_at).where(
             c.id.in_([i for i, _ in messages_]), c.status.in_((PROCESSED, DEADLETTERED)))
 
@@ -294,6 +296,8 @@ _COLUMNS = ("received_at", "sending_facility", "control_id", "message_type", "pa
 # would emit, without its per-statement overhead (measured: about 1 ms per transaction).
 _SQLITE_INSERT = (f"INSERT INTO messages ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+_SQLITE_OUTCOME = ("UPDATE messages SET status = ?, reason = ?, processed_at = ? "
+                   "WHERE id = ? AND status != 'rejected'")
 _SQLITE_KNOWN = ("SELECT ack FROM messages WHERE sending_facility = ? AND control_id = ? "
                  "AND status != 'rejected'")
 
