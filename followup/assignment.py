@@ -12,7 +12,8 @@ Every result carries the reason, recorded on the task.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -24,6 +25,47 @@ class Assignment:
     staff_id: str
     role: str
     reason: str
+
+
+class Workload(Mapping[str, int]):
+    """Open and claimed tasks per person, read only when an assignment compares people.
+
+    Most tasks go to the episode's coordinator without comparing anyone, so the count (a
+    scan of every active task, once per planning batch) is read on first look, not up front;
+    tasks assigned before then are added to what is read.
+
+    Arguments:
+        read: the counts as stored (``followup.task_store.workload``).
+    """
+
+    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self._read = read
+        self._counts: Counter[str] | None = None
+        self._added: Counter[str] = Counter()
+
+    def add(self, staff_id: str) -> None:
+        """One more task for ``staff_id``."""
+        (self._added if self._counts is None else self._counts)[staff_id] += 1
+
+    @property
+    def read(self) -> bool:
+        """Whether the stored counts were read."""
+        return self._counts is not None
+
+    def _loaded(self) -> Counter[str]:
+        if self._counts is None:
+            self._counts = Counter(self._read())
+            self._counts.update(self._added)
+        return self._counts
+
+    def __getitem__(self, staff_id: str) -> int:
+        return self._loaded()[staff_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
 def assign(roles: Collection[str], delegable_to: Collection[str], coordinator_id: str,

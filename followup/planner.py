@@ -12,12 +12,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from followup.assignment import assign
+from followup.assignment import Workload, assign
 from followup.calendar import ProgramCalendar
 from followup.rules import Facts, Rule, RuleSet
 from followup.task import PRIORITIES, Priority, Step, Task, TaskChange, task_id
@@ -31,7 +30,7 @@ class PlanContext:
     rules: RuleSet
     calendar: ProgramCalendar
     staff: Mapping[str, StaffMember]
-    load: Counter[str]  # open tasks per person, updated as tasks are assigned
+    load: Workload  # open tasks per person, updated as tasks are assigned
     delegation: bool = False
 
 
@@ -74,7 +73,7 @@ def create(fact: Facts, ctx: PlanContext, current: Mapping[str, Task], result: P
             continue
         task = new_task(rule, fact, ctx, tid, cause_id)
         if task is not None:
-            ctx.load[task.assignee_id] += 1
+            ctx.load.add(task.assignee_id)
             result.put(task, TaskChange("TaskCreated", task.id, task.clinical_at, "system",
                                         f"created, due {task.due_at.isoformat()}",
                                         {"rule_id": rule.id, "assignment_reason": task.assignment_reason}))

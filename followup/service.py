@@ -9,7 +9,6 @@ replay change nothing.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
+from followup.assignment import Workload
 from followup.calendar import ProgramCalendar
 from followup.planner import Plan, PlanContext, plan
 from followup.publishing import Writes, collect_changes
@@ -54,7 +54,8 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
     known = set(conn.execute(select(episodes.c.id).where(
         episodes.c.id.in_({e.episode_id for e in events}))).scalars())
     staff = staff_directory(conn)
-    pctx = PlanContext(ctx.rules, ctx.calendar, staff, Counter(workload(conn)), ctx.delegation)
+    pctx = PlanContext(ctx.rules, ctx.calendar, staff, Workload(lambda: workload(conn)),
+                       ctx.delegation)
     count = 0
     planned: list[dict[str, object]] = []
     writes = Writes()
@@ -154,9 +155,5 @@ def apply_command(conn: Connection, task: Task, change: TaskChange, ctx: Followu
     _commit(conn, result, ctx, staff, now, f"{task.id}/{change.type}/{now.isoformat()}")
 
 
-def context_load(conn: Connection) -> Counter[str]:
-    return Counter(workload(conn))
-
-
-__all__: list[Any] = ["FollowupContext", "apply_command", "context_load", "fire_due_steps",
+__all__: list[Any] = ["FollowupContext", "apply_command", "fire_due_steps",
                       "plan_batch", "staff_directory"]

@@ -9,13 +9,13 @@ Raises ``KeyError`` for an unknown task or person and
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from followup.assignment import Workload
 from followup.commands import claim, complete, reassign
 from followup.planner import Plan, PlanContext, create, ladder
 from followup.service import FollowupContext, apply_command, staff_directory
@@ -78,7 +78,7 @@ def _visit_scheduled(conn: Connection, task: Task, ctx: FollowupContext, now: da
     if episode is None:
         return result
     fact = visit_scheduled_facts(snapshot(episode), visit_at, now)
-    pctx = PlanContext(ctx.rules, ctx.calendar, staff_directory(conn), Counter(workload(conn)),
+    pctx = PlanContext(ctx.rules, ctx.calendar, staff_directory(conn), Workload(lambda: workload(conn)),
                        ctx.delegation)
     current = {t.id: t for t in load_tasks(conn, episode_ids=[task.episode_id])}
     create(fact, pctx, current, result, f"{task.id}|visit|{visit_at.isoformat()}")

@@ -3,12 +3,12 @@ raise), with deterministic ids."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from followup.assignment import Workload
 from followup.calendar import ProgramCalendar
 from followup.planner import PlanContext, plan
 from followup.rules_loader import default_rules
@@ -22,7 +22,7 @@ STAFF = {"C1": StaffMember("C1", role="care_coordinator", team="n", supervisor_i
 
 
 def ctx() -> PlanContext:
-    return PlanContext(default_rules(), ProgramCalendar("America/New_York"), STAFF, Counter())
+    return PlanContext(default_rules(), ProgramCalendar("America/New_York"), STAFF, Workload(dict))
 
 
 def event(type_: str, n: int = 0, episode: str = "ep-1", member: str = "M1",

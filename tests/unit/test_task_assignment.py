@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from followup.assignment import Assignment, assign
+from followup.assignment import Assignment, Workload, assign
 from transitions.model import StaffMember
 
 DAY = date(2026, 3, 2)
@@ -73,3 +73,31 @@ def test_capacity_weighs_load() -> None:
     people["C4"] = StaffMember("C4", role="care_coordinator", team="n", capacity=100)
     chosen = assign(CC, (), "C1", people, {"C3": 2, "C4": 10}, DAY, False)
     assert chosen.staff_id == "C4"  # 10/100 beats 2/10
+
+
+@pytest.mark.parametrize(("roles", "delegable", "people", "load", "delegation", "expected"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_the_stored_workload_is_read_only_when_people_are_compared(
+        roles: tuple[str, ...], delegable: tuple[str, ...], people: dict[str, StaffMember],
+        load: dict[str, int], delegation: bool, expected: Assignment) -> None:
+    reads: list[int] = []
+
+    def read() -> dict[str, int]:
+        reads.append(1)
+        return load
+
+    workload = Workload(read)
+    coordinator = "NOBODY" if "no responsible" in expected.reason else "C1"
+    assert assign(roles, delegable, coordinator, people, workload, DAY, delegation) == expected
+    compared = "least-loaded" in expected.reason or "delegated" in expected.reason
+    assert (len(reads), workload.read) == ((1, True) if compared else (0, False))
+
+
+def test_a_workload_counts_tasks_assigned_before_and_after_it_was_read() -> None:
+    workload = Workload(lambda: {"C1": 2, "C2": 1})
+    workload.add("C1")
+    workload.add("C3")
+    assert not workload.read
+    assert (workload["C1"], workload["C2"], workload["C3"], workload.get("C9", 0)) == (3, 1, 1, 0)
+    workload.add("C2")
+    assert dict(workload) == {"C1": 3, "C2": 2, "C3": 1}
