@@ -77,7 +77,7 @@ class Relay:
 
     def __init__(self, store: MessageStore, connect: Callable[[], Awaitable[Publisher]],
                  batch: int = 1000, poll_s: float = 1.0, republish_after_s: float = 0.0,
-                 stale_s: float = 5.0, linger_s: float = 0.01) -> None:
+                 stale_s: float = 5.0, linger_s: float = 0.03) -> None:
         self._linger = linger_s
         self._store = store
         self._connect = connect

@@ -43,6 +43,7 @@ MAX_RECORDS = 500  # a batch: the stages' transactions take up to 500 events
 # even when records arrive meanwhile (measured: 1,500 ms added up to 1.5 s per stage).
 FETCH_MAX_WAIT_MS = 100
 COMMIT_EVERY_S = 1.0
+LINGER_S = 0.02  # after the first records of a batch, wait this long for more
 RETRY_AFTER_S = 1.0
 
 Records = Sequence[ConsumerRecord[bytes, bytes]]
@@ -63,9 +64,9 @@ class BatchConsumer:
     def __init__(self, bootstrap: str, group: str, topic: str,
                  handle: Callable[[Records], Awaitable[None]], *, session_timeout_s: float,
                  heartbeat_s: float, rebalance_timeout_s: float,
-                 max_records: int = MAX_RECORDS) -> None:
+                 max_records: int = MAX_RECORDS, linger_s: float = LINGER_S) -> None:
         self._bootstrap, self._group, self._topic = bootstrap, group, topic
-        self._handle, self._max = handle, max_records
+        self._handle, self._max, self._linger = handle, max_records, linger_s
         self._timeouts = (session_timeout_s, heartbeat_s, rebalance_timeout_s)
         self._lock = asyncio.Lock()
         self._done: dict[TopicPartition, int] = {}  # next offset to commit, by partition
@@ -90,7 +91,7 @@ class BatchConsumer:
         try:
             while True:
                 generation = self._revocations
-                batches = await consumer.getmany(timeout_ms=1000, max_records=self._max)
+                batches = await self._gather(consumer)
                 async with self._lock:
                     if self._revocations != generation:
                         # Revoked while these waited for the lock: their partitions start
@@ -108,6 +109,24 @@ class BatchConsumer:
             async with self._lock:
                 await self._commit(consumer)
             await consumer.stop()
+
+    async def _gather(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """Up to ``max_records`` records: what is there, then what arrives within
+        ``linger_s`` of the first (each batch has a cost of its own: a transaction, a produce
+        request, a commit check)."""
+        batches = dict(await consumer.getmany(timeout_ms=1000, max_records=self._max))
+        count = sum(len(rs) for rs in batches.values())
+        if not count or not self._linger:
+            return batches
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger
+        while count < self._max and (left := deadline - loop.time()) > 0:
+            more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)),
+                                          max_records=self._max - count)
+            for tp, rs in more.items():
+                batches[tp] = [*batches.get(tp, []), *rs]
+                count += len(rs)
+        return batches
 
     async def _start(self, consumer: AIOKafkaConsumer) -> None:
         """Start the consumer, waiting while the broker cannot be reached."""

@@ -153,3 +153,24 @@ def test_the_worker_app_starts_no_kafka_client_of_fausts_own(tmp_path: Any) -> N
     started = list(app.on_init_dependencies())
     assert app.consumer not in started and app.producer not in started
     assert FETCH_MAX_WAIT_MS == 100
+
+
+async def test_records_arriving_soon_after_the_first_join_its_batch(
+        broker_bootstrap: str) -> None:
+    topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(broker_bootstrap, [topic], 4)
+    handler = Handler()
+    consumer = BatchConsumer(broker_bootstrap, group, topic, handler, linger_s=2.0, **TIMEOUTS)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.sleep(1.0)  # joined and waiting
+        await publish(broker_bootstrap, topic, feed(5))
+        await asyncio.sleep(0.3)
+        await publish(broker_bootstrap, topic, [(b"p9", b"5")])
+        async with asyncio.timeout(30):
+            while len(handler.handled) < 6:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(handler.batches) == 1  # one transaction for both, not two
