@@ -73,8 +73,8 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         assert _child(proc.pid, "worker", "transitions,followup") is not None
         text = log.read_text(errors="replace")
         assert "worker (normaliser) consuming adt.raw.v1" in text
-        assert "worker (transitions, followup) consuming adt.events.v1, " \
-               "transitions.episodes.v1" in text
+        assert "worker (transitions, followup) consuming adt.events.v1 (group " \
+               "transcare-transitions), transitions.episodes.v1 (group transcare-followup)" in text
 
         # A part that crashes is restarted, and the feed goes on.
         listener = _child(proc.pid, "listener")
