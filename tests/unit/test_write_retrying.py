@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from transcare.db.database import is_transient, write_retrying
+from transcare.db.database import is_transient, write_for_request, write_retrying
 
 
 class PgError(Exception):
@@ -65,3 +65,39 @@ async def test_a_real_error_is_raised_at_once() -> None:
     with pytest.raises(DBAPIError):
         await write_retrying(db, lambda _: "done", Log(), "x.unavailable")  # type: ignore[arg-type]
     assert db.calls == 1
+
+
+async def test_a_persons_request_runs_again_after_losing_a_deadlock() -> None:
+    db = FlakyDb(DBAPIError("UPDATE", None, PgError("40P01")),
+                 DBAPIError("UPDATE", None, PgError("40001")))
+    assert await write_for_request(db, lambda _: "done") == "done"  # type: ignore[arg-type]
+    assert db.calls == 3
+
+
+@pytest.mark.parametrize("exc", [
+    OperationalError("BEGIN IMMEDIATE", None, Exception("database is locked")),  # not waited for
+    DBAPIError("INSERT", None, PgError("23505")),
+])
+async def test_a_persons_request_does_not_wait_for_the_database(exc: DBAPIError) -> None:
+    db = FlakyDb(exc)
+    with pytest.raises(DBAPIError):
+        await write_for_request(db, lambda _: "done")  # type: ignore[arg-type]
+    assert db.calls == 1
+
+
+async def test_a_persons_request_gives_up_after_losing_five_times() -> None:
+    db = FlakyDb(*[DBAPIError("UPDATE", None, PgError("40P01")) for _ in range(5)])
+    with pytest.raises(DBAPIError):
+        await write_for_request(db, lambda _: "done")  # type: ignore[arg-type]
+    assert db.calls == 5
+
+
+async def test_a_task_command_the_database_cannot_take_now_answers_503() -> None:
+    from fastapi import HTTPException
+
+    from transcare.web.tasks_api import _command
+
+    db = FlakyDb(OperationalError("BEGIN IMMEDIATE", None, Exception("database is locked")))
+    with pytest.raises(HTTPException) as caught:
+        await _command(db, lambda c, now: None)  # type: ignore[arg-type]
+    assert caught.value.status_code == 503 and "nothing was changed" in caught.value.detail

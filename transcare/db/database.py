@@ -238,6 +238,27 @@ async def write_retrying(db: Database, fn: Callable[[Connection], T], log: Any, 
             await asyncio.sleep(1.0 if isinstance(exc, DBAPIOperationalError) else 0.01)
 
 
+async def write_for_request(db: Database, fn: Callable[[Connection], T],
+                            attempts: int = 5) -> T:
+    """``db.write(fn)`` for a person's request: run again at once after losing a deadlock or
+    a serialization failure to a worker's transaction (PostgreSQL), up to ``attempts`` times;
+    any other failure, an unavailable database included, is raised for the caller to answer
+    (a person should not wait for the database the way a worker does).
+
+    Raises:
+        DBAPIError: the database failed, or it kept losing to other transactions.
+    """
+    for attempt in range(attempts):
+        try:
+            return await db.write(fn)
+        except DBAPIError as exc:
+            lost = getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+            if not lost or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 LOCK_WAIT_S = 30.0  # as long as the other connections' busy timeout
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.0002, 0.002
 

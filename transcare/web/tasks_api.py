@@ -18,6 +18,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from followup.commands import CommandError
 from followup.notify.store import delivery_problems, inbox, mark_read
@@ -25,7 +26,7 @@ from followup.service import FollowupContext
 from followup.task import Task
 from followup.task_commands import claim_task, complete_task, reassign_task
 from followup.task_store import find_tasks, history, load_tasks
-from transcare.db.database import Database
+from transcare.db.database import Database, is_transient, write_for_request
 
 TaskStatus = Literal["open", "claimed", "done", "cancelled"]
 
@@ -140,7 +141,8 @@ def tasks_router(db: Database, ctx: FollowupContext) -> APIRouter:
 
     @router.post("/api/inbox/read", tags=["inbox"])
     async def read_notes(body: Annotated[ReadNotes, Body()]) -> dict[str, int]:
-        count = await db.write(lambda c: mark_read(c, body.staff_id, body.ids, datetime.now(UTC)))
+        count = await write_for_request(
+            db, lambda c: mark_read(c, body.staff_id, body.ids, datetime.now(UTC)))
         return {"marked": count}
 
     @router.get("/api/inbox/stream", tags=["inbox"])
@@ -160,13 +162,19 @@ def tasks_router(db: Database, ctx: FollowupContext) -> APIRouter:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such task or person"},
     409: {"description": "the task's state or the person's role does not allow it"},
-    422: {"description": "a bad outcome or request"}}
+    422: {"description": "a bad outcome or request"},
+    503: {"description": "the database is unavailable or locked; nothing was changed"}}
 
 
 async def _command(db: Database, fn: Any) -> TaskOut:
     now = datetime.now(UTC)
     try:
-        task = await db.write(lambda c: fn(c, now))
+        task = await write_for_request(db, lambda c: fn(c, now))
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        raise HTTPException(503, "the database is busy or unavailable; nothing was changed, "
+                                 "try again") from None
     except KeyError as exc:
         raise HTTPException(404, str(exc.args[0]) if exc.args else "not found") from None
     except CommandError as exc:
