@@ -27,3 +27,22 @@ def test_the_age_of_the_oldest_message_in_flight_is_shown_and_red_when_late() ->
                                                         "open_episodes": {}, "reviews_pending": 0,
                                                         "outbox_backlog": 0, "enrolled": 0})
     assert '<div class="card bad"><b>42</b><span>oldest in flight (s)' in late
+
+
+def _with_notifications(notes: dict[tuple[str, str], int],
+                        unconfigured: tuple[str, ...]) -> str:
+    return render_dashboard({}, 0, [], {
+        "oldest_in_flight_s": 0.0, "open_episodes": {}, "reviews_pending": 0, "outbox_backlog": 0,
+        "enrolled": 0, "tasks": {"open": 3}, "notifications": notes,
+        "unconfigured_channels": unconfigured})
+
+
+def test_notifications_of_a_channel_nobody_configured_wait_and_are_not_failing() -> None:
+    notes = {("email", "failed"): 7, ("email", "pending"): 1, ("webhook", "failed"): 2,
+             ("webhook", "dead"): 1, ("inbox", "delivered"): 9}
+    page = _with_notifications(notes, ("email",))
+    assert '<div class="card bad"><b>3</b><span>deliveries failing' in page  # webhooks only
+    assert "<b>8</b><span>e-mail not configured: waiting (set TRANSCARE_SMTP_HOST)" in page
+    configured = _with_notifications(notes, ())
+    assert "<b>10</b><span>deliveries failing" in configured
+    assert "not configured" not in configured

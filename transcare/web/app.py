@@ -72,11 +72,16 @@ def create_app(settings: Settings) -> FastAPI:
     messages_db = db if messages_url == settings.effective_database_url else open_database(
         messages_url, settings.sqlite_synchronous)
     store = SqlAlchemyMessageStore(messages_db)
+    # Channels without a sender: their notifications wait (see the ops page), not "failing".
+    unconfigured = tuple(channel for channel, configured in
+                         (("email", settings.smtp_host), ("webhook", settings.webhook_secret))
+                         if not configured)
 
     async def stats() -> dict[str, Any]:
         now = datetime.now(UTC)
         return {**await db.run(lambda c: ops_stats(c, now)),
-                "oldest_in_flight_s": await messages_db.run(lambda c: oldest_in_flight_age(c, now))}
+                "oldest_in_flight_s": await messages_db.run(lambda c: oldest_in_flight_age(c, now)),
+                "unconfigured_channels": unconfigured}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

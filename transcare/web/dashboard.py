@@ -63,15 +63,29 @@ def _task_cards(stats: dict[str, Any]) -> str:
     if "tasks" not in stats:
         return ""
     tasks, notes = stats["tasks"], stats["notifications"]
-    failed = sum(n for (channel, status), n in notes.items() if status in ("failed", "dead"))
-    cards = "".join([
+    unconfigured = stats.get("unconfigured_channels", ())
+    failed = sum(n for (channel, status), n in notes.items()
+                 if status in ("failed", "dead") and channel not in unconfigured)
+    cards = [
         _card("tasks open", tasks.get("open", 0)),
         _card("tasks claimed", tasks.get("claimed", 0)),
         _card("tasks overdue", tasks.get("overdue", 0), bad=True),
         _card("tasks escalated", tasks.get("escalated", 0), bad=True),
         _card("deliveries failing", failed, bad=True),
-    ])
-    return f'<h2>Follow-up work</h2><div class="cards">{cards}</div>'
+    ]
+    # A channel nobody configured is not a failure: its notifications wait for it (the
+    # in-app inbox has them all the same).
+    for channel in unconfigured:
+        waiting = sum(n for (c, status), n in notes.items()
+                      if c == channel and status in ("pending", "failed"))
+        if waiting:
+            cards.append(_card(f"{_CHANNELS[channel]} not configured: waiting "
+                               f"(set {_SETTING[channel]})", waiting))
+    return f'<h2>Follow-up work</h2><div class="cards">{"".join(cards)}</div>'
+
+
+_CHANNELS = {"email": "e-mail", "webhook": "webhooks"}
+_SETTING = {"email": "TRANSCARE_SMTP_HOST", "webhook": "TRANSCARE_WEBHOOK_SECRET"}
 
 
 LAG_ALERT_S = 10  # the in-flight age shown in red from here (the lag target is 1 s)
