@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -198,5 +199,69 @@ async def test_inline_transactions_give_the_loop_a_turn_between_them(tmp_path: P
             await db.run(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar_one())
         other_task.stop()
         assert other_task.ticks - started >= 9  # a turn before each of the ten transactions
+    finally:
+        await db.dispose()
+
+
+async def test_a_driver_transaction_runs_on_the_loop_when_the_lock_is_free(tmp_path: Path) -> None:
+    """The listener's hot path (``run_dbapi``: store, mark published; the normaliser's
+    outcomes) commits on the loop's own thread when nobody holds the write lock: handing each
+    small transaction to the thread and back cost a third of the listener's throughput."""
+    db, holder = await _table_and_lock_holder(tmp_path / "free.db", inline=False)
+    holder.rollback()  # the lock is free
+    try:
+        def insert(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (1)")
+            return threading.get_ident()
+
+        assert await db.run_dbapi(insert) == threading.get_ident()
+        assert [n for (n,) in _connect(tmp_path / "free.db").execute("SELECT n FROM t")] == [1]
+    finally:
+        await db.dispose()
+
+
+async def test_a_driver_transaction_waits_for_the_lock_on_the_thread(tmp_path: Path) -> None:
+    """While another process holds the write lock, the transaction goes to the database's
+    thread, which waits for the lock: the loop keeps running, the work is not lost, and a
+    second transaction meanwhile queues behind the first on the thread (one connection is
+    never used by two threads at once) and commits after it."""
+    import asyncio
+
+    db, holder = await _table_and_lock_holder(tmp_path / "busy.db", inline=False)
+    try:
+        def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+            def run(conn: sqlite3.Connection) -> int:
+                conn.execute("INSERT INTO t VALUES (?)", (n,))
+                return threading.get_ident()
+            return run
+
+        ticker = Ticker(every_s=0.005)
+        asyncio.get_running_loop().call_later(0.15, holder.commit)
+        first = asyncio.ensure_future(db.run_dbapi(insert(1)))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(db.run_dbapi(insert(2)))  # the lock is still held
+        threads = await asyncio.gather(first, second)
+        ticker.stop()
+        assert all(t != threading.get_ident() for t in threads)  # both on the thread
+        assert ticker.ticks >= 10  # the loop kept running while they waited
+        rows = [n for (n,) in _connect(tmp_path / "busy.db").execute("SELECT n FROM t")]
+        assert rows == [1, 2]
+        assert await db.run_dbapi(insert(3)) == threading.get_ident()  # free again: inline
+    finally:
+        await db.dispose()
+
+
+async def test_a_failing_driver_transaction_rolls_back_on_the_loop(tmp_path: Path) -> None:
+    db, holder = await _table_and_lock_holder(tmp_path / "fail.db", inline=False)
+    holder.rollback()
+    try:
+        def half_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES (1)")
+            raise ValueError("bad row")
+
+        with pytest.raises(ValueError, match="bad row"):
+            await db.run_dbapi(half_then_fail)
+        await db.run_dbapi(lambda conn: conn.execute("INSERT INTO t VALUES (2)"))
+        assert [n for (n,) in _connect(tmp_path / "fail.db").execute("SELECT n FROM t")] == [2]
     finally:
         await db.dispose()
