@@ -443,3 +443,71 @@ async def test_oldest_in_flight_age_is_that_of_the_oldest_accepted_message(
     await store.record_outcomes([Outcome(c1.id, PROCESSED)], now)
     assert await age() == 180.0  # C2
 
+
+
+# -- PostgreSQL's driver connections ----------------------------------------------------------
+
+
+@pytest.fixture
+async def pg_store(store: MessageStore) -> SqlAlchemyMessageStore:
+    if not isinstance(store, SqlAlchemyMessageStore) or store._pg is None:
+        pytest.skip("PostgreSQL's driver connections only")
+    return store
+
+
+async def _backends(store: SqlAlchemyMessageStore, sql: str) -> list[Any]:
+    """Run ``sql`` on a connection of the engine (not the store's own ones)."""
+    return await store._db.run(lambda conn: list(conn.execute(text(sql))))
+
+
+async def test_storing_does_not_wait_behind_the_relays_statements(
+        pg_store: SqlAlchemyMessageStore) -> None:
+    """The ACK's insert has a connection of its own: a slow statement of the relay or the
+    normaliser (here: an outcome update held up by a row lock) does not hold it up."""
+    (first,) = await pg_store.store([msg("S1")])
+    assert first.id is not None
+    blocker = open_database(pg_store._db.url)  # type: ignore[attr-defined]
+    started = asyncio.Event()
+
+    def hold_lock(conn: Any) -> None:
+        conn.execute(text("SELECT id FROM messages WHERE id = :id FOR UPDATE"), {"id": first.id})
+        loop.call_soon_threadsafe(started.set)
+        conn.execute(text("SELECT pg_sleep(1.5)"))
+
+    loop = asyncio.get_running_loop()
+    holding = asyncio.ensure_future(blocker.run(hold_lock))
+    try:
+        await started.wait()
+        marking = asyncio.ensure_future(pg_store.mark_published([first.id], T0))
+        await asyncio.sleep(0.1)
+        assert not marking.done()  # waits for the row lock
+        (second,) = await asyncio.wait_for(pg_store.store([msg("S2")]), timeout=1.0)
+        assert not second.duplicate and not marking.done()
+        await marking
+    finally:
+        await holding
+        await blocker.dispose()
+    assert [m.published_at is not None for m in await pg_store.find(control_id="S1")] == [True]
+
+
+async def test_after_the_server_drops_the_connections_the_next_batch_reconnects(
+        pg_store: SqlAlchemyMessageStore) -> None:
+    """The server drops the listener's connections (a restart, a failover, an admin): a
+    batch sent on a broken connection fails (no ACK, the sender sends again) and the next
+    one opens a new connection and stores; the same for the relay's connection. (When the
+    driver noticed the drop while idle, the first try already reconnects.)"""
+    (first,) = await pg_store.store([msg("B1")])
+    await pg_store.mark_published([first.id or 0], T0)
+    await _backends(pg_store, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                              "AND application_name = ''")
+    try:
+        (again,) = await pg_store.store([msg("B2")])
+    except Exception:
+        (again,) = await pg_store.store([msg("B2")])
+    assert not again.duplicate
+    try:
+        await pg_store.mark_published([again.id or 0], T0)
+    except Exception:
+        await pg_store.mark_published([again.id or 0], T0)
+    assert [m.published_at is not None for m in await pg_store.find(control_id="B2")] == [True]
