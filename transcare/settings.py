@@ -64,6 +64,9 @@ class Settings:
     # Transitions and follow-up worker processes `transcare up` runs (PostgreSQL; on SQLite
     # always one: a second would only queue for the database's write lock).
     stream_workers: int = 1
+    # How much lower the stream workers' CPU priority is than the listener's (nice, 0..19):
+    # on a shared machine the ACKs come first and processing catches up (docs/performance.md).
+    worker_nice: int = 10
     kafka_idempotence: bool = False
     # Seconds after which a published but unprocessed message is published again; -1 means
     # 60 on the embedded (memory-only) broker and never on an external cluster.
@@ -182,6 +185,14 @@ def _bool(value: str | bool) -> bool:
 WORKER_STAGES = ("normaliser", "transitions", "followup")
 
 
+def _niceness(value: str | int) -> int:
+    """A nice increment, 0 (the listener's priority) to 19 (the lowest)."""
+    number = int(value)
+    if not 0 <= number <= 19:
+        raise ValueError("expected a whole number from 0 to 19")
+    return number
+
+
 def _at_least_one(value: str | int) -> int:
     """A whole number of at least 1 (a count of processes)."""
     number = int(value)
@@ -233,6 +244,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_CONSUMER_GROUP": ("consumer_group", str),
     "TRANSCARE_WORKER_STAGES": ("worker_stages", _stages),
     "TRANSCARE_STREAM_WORKERS": ("stream_workers", _at_least_one),
+    "TRANSCARE_WORKER_NICE": ("worker_nice", _niceness),
     "TRANSCARE_KAFKA_IDEMPOTENCE": ("kafka_idempotence", _bool),
     "TRANSCARE_REPUBLISH_AFTER": ("republish_after_s", float),
     "TRANSCARE_KAFKA_REBALANCE_TIMEOUT": ("kafka_rebalance_timeout_s", float),

@@ -13,6 +13,7 @@ normalising went from 0.44 to 0.28 ms per message and decoding an ``AdtEvent`` f
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 YOUNG = 50_000  # allocations between young collections (default 700)
@@ -34,3 +35,10 @@ def tune_process() -> None:
     gc.freeze()
     gc.set_threshold(YOUNG, MIDDLE, OLD)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def lower_priority(increment: int) -> int:
+    """Lower this process's CPU priority by ``increment`` (``nice``; 0 leaves it) and return
+    the niceness it now has. The stream workers call it so that, on a machine they share
+    with the listener, the listener's ACKs never wait for a processing batch."""
+    return os.nice(increment) if increment > 0 else os.nice(0)

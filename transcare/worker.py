@@ -38,7 +38,7 @@ from transcare.outbox import OutboxPublisher
 from transcare.settings import Settings
 from transcare.stream_app import StreamApp
 from transcare.transitions_agent import decode, handle, stale_sweep, transitions_config
-from transcare.tuning import tune_process
+from transcare.tuning import lower_priority, tune_process
 
 log = structlog.get_logger("transcare.worker")
 
@@ -287,6 +287,7 @@ def run(settings: Settings) -> int:
                           quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal progress spinner has no place in a service's logs
     tune_process()
+    lower_priority(settings.worker_nice)
     inputs = {"normaliser": ADT_RAW.name, "transitions": ADT_EVENTS.name, "followup": EPISODES.name}
     print(f"worker ({', '.join(settings.worker_stages)}) consuming "
           f"{', '.join(f'{inputs[s]} (group {settings.stage_group(s)})' for s in settings.worker_stages)}"

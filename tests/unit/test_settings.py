@@ -42,6 +42,8 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         ("", {"TRANSCARE_WORKER_STAGES": "normaliser,planner"},
          "TRANSCARE_WORKER_STAGES.*unknown worker stage planner"),
         ('[kafka]\nworker_stages = []\n', {}, "worker_stages"),
+        ("", {"TRANSCARE_WORKER_NICE": "20"}, "TRANSCARE_WORKER_NICE.*0 to 19"),
+        ("", {"TRANSCARE_WORKER_NICE": "-5"}, "TRANSCARE_WORKER_NICE.*0 to 19"),
     ],
 )
 def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[str, str],
@@ -139,3 +141,9 @@ def test_the_listeners_postgresql_connection_reads_the_url_as_the_engine_does() 
                         "?ssl=require&prepared_statement_cache_size=0")
     assert args == {"host": "db.example", "port": 6432, "database": "transcare", "user": "tc",
                     "password": "pw", "ssl": "require"}
+
+
+def test_the_workers_run_at_a_lower_priority_than_the_listener_unless_told(tmp_path: Path) -> None:
+    assert load_settings({"TRANSCARE_DATA_DIR": str(tmp_path)}).worker_nice == 10
+    assert load_settings({"TRANSCARE_DATA_DIR": str(tmp_path),
+                          "TRANSCARE_WORKER_NICE": "0"}).worker_nice == 0

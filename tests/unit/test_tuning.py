@@ -43,3 +43,16 @@ def test_cycles_are_still_collected_after_tuning() -> None:
     del a, b
     gc.collect()
     assert probe() is None
+
+
+@pytest.mark.parametrize("increment", [0, 10])
+def test_lower_priority_raises_the_niceness_of_this_process_only(increment: int) -> None:
+    """os.nice cannot be undone in-process, so a child process lowers its own priority."""
+    import os
+    import subprocess
+
+    code = f"from transcare.tuning import lower_priority; print(lower_priority({increment}))"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    assert int(child.stdout) == min(19, os.nice(0) + increment)
+    assert os.nice(0) == os.getpriority(os.PRIO_PROCESS, 0)  # ours unchanged
