@@ -450,9 +450,11 @@ async def test_oldest_in_flight_age_is_that_of_the_oldest_accepted_message(
 
 @pytest.fixture
 async def pg_store(store: MessageStore) -> SqlAlchemyMessageStore:
-    if not isinstance(store, SqlAlchemyMessageStore) or store._pg is None:
-        pytest.skip("PostgreSQL's driver connections only")
+    assert isinstance(store, SqlAlchemyMessageStore) and store._pg is not None
     return store
+
+
+only_postgresql = pytest.mark.parametrize("store", ["postgresql"], indirect=True)
 
 
 async def _backends(store: SqlAlchemyMessageStore, sql: str) -> list[Any]:
@@ -460,6 +462,7 @@ async def _backends(store: SqlAlchemyMessageStore, sql: str) -> list[Any]:
     return await store._db.run(lambda conn: list(conn.execute(text(sql))))
 
 
+@only_postgresql
 async def test_storing_does_not_wait_behind_the_relays_statements(
         pg_store: SqlAlchemyMessageStore) -> None:
     """The ACK's insert has a connection of its own: a slow statement of the relay or the
@@ -490,6 +493,7 @@ async def test_storing_does_not_wait_behind_the_relays_statements(
     assert [m.published_at is not None for m in await pg_store.find(control_id="S1")] == [True]
 
 
+@only_postgresql
 async def test_after_the_server_drops_the_connections_the_next_batch_reconnects(
         pg_store: SqlAlchemyMessageStore) -> None:
     """The server drops the listener's connections (a restart, a failover, an admin): a
