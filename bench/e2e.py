@@ -37,7 +37,7 @@ Phases (all traffic goes to 127.0.0.1, every phase is bounded by count and time)
    episodes, every episode event planned, worker and listener logs free of errors and warnings.
 
 The table is printed at the end and the figures are written to
-``bench/results/e2e-latest.json``.
+``bench/results/e2e-latest.json`` (SQLite) or ``e2e-pg-latest.json`` (``--database-url``).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ from bench.ingest import Listener, db_upgrade, transcare_command
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "e2e-latest.json"
+RESULTS_PG = RESULTS.with_name("e2e-pg-latest.json")  # runs with --database-url
 SENDERS = 8
 FACILITY = "GENHOSP"
 ENROLLED_SHARE = 0.20
@@ -1866,8 +1867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_uvloop()
     started = time.monotonic()
     report = run(opts)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(to_json(report), indent=2, default=str) + "\n")
+    results = RESULTS_PG if opts.database_url else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(to_json(report), indent=2, default=str) + "\n")
     db = "PostgreSQL" if opts.database_url else "SQLite"
     print(f"\ntranscare end-to-end benchmark ({db}, {os.cpu_count()} CPUs, "
           f"{time.monotonic() - started:.0f} s, code {git_revision()})\n")
@@ -1908,7 +1910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"PROBLEM: {problem}")
     for note in busy_machine_notes(report):
         print(f"NOTE: {note}")
-    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    print(f"\nwritten to {results.relative_to(ROOT)}")
     return 1 if report.problems else 0
 
 
