@@ -40,5 +40,7 @@ def tune_process() -> None:
 def lower_priority(increment: int) -> int:
     """Lower this process's CPU priority by ``increment`` (``nice``; 0 leaves it) and return
     the niceness it now has. The stream workers call it so that, on a machine they share
-    with the listener, the listener's ACKs never wait for a processing batch."""
+    with the listener, the listener's ACKs never wait for a processing batch. On Linux the
+    niceness belongs to the calling thread and the threads it starts afterwards: call it
+    before the process starts any thread (the worker does, before faust starts)."""
     return os.nice(increment) if increment > 0 else os.nice(0)
