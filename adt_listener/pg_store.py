@@ -65,10 +65,11 @@ def connect_args(url: str) -> dict[str, Any]:
 class PgDriverRows:
     """Two asyncpg connections of the listener's own, each used one statement at a time:
     one for storing (the ACK waits for it), one for the rest (the relay's published marks,
-    the normaliser's outcomes and checks). On one connection, each batch's insert queued
-    behind the relay's update of the batch before, and each waited for its own commit to be
-    flushed: in ``bench/e2e`` on PostgreSQL the listener acknowledged about 1,300 msg/s.
-    Each connects on first use.
+    the normaliser's outcomes and checks). On one connection, each batch's insert could
+    queue behind the relay's update of the batch before and its commit. (In ``bench/e2e``
+    on PostgreSQL this changed nothing measurable: there the listener waits for the
+    server's commits while the server shares the cores with everything else.) Each
+    connects on first use.
 
     Arguments:
         url: the message store's PostgreSQL URL (any SQLAlchemy driver name).

@@ -265,3 +265,31 @@ async def test_a_failing_driver_transaction_rolls_back_on_the_loop(tmp_path: Pat
         assert [n for (n,) in _connect(tmp_path / "fail.db").execute("SELECT n FROM t")] == [2]
     finally:
         await db.dispose()
+
+
+async def test_a_driver_transaction_whose_commit_fails_releases_the_write_lock(
+        tmp_path: Path) -> None:
+    """Regression: a COMMIT that fails (here a deferred foreign key; on a full disk, an I/O
+    error) left the driver connection inside its transaction, holding SQLite's write lock:
+    every other process (the normaliser, the workers) and every later batch of this one
+    failed until the listener restarted."""
+    path = tmp_path / "commit.db"
+    db = ThreadedSqliteDatabase(f"sqlite:///{path}")
+    try:
+        await db.write(lambda c: c.execute(text(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY)")))
+        await db.write(lambda c: c.execute(text(
+            "CREATE TABLE child (parent INTEGER REFERENCES parent (id) "
+            "DEFERRABLE INITIALLY DEFERRED)")))
+
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.run_dbapi(lambda conn: conn.execute("INSERT INTO child VALUES (7)"))
+        other = _connect(path)
+        other.execute("PRAGMA busy_timeout = 0")
+        other.execute("BEGIN IMMEDIATE")  # the lock is free again
+        other.rollback()
+        await db.run_dbapi(lambda conn: conn.execute("INSERT INTO parent VALUES (1)"))
+        assert [n for (n,) in other.execute("SELECT id FROM parent")] == [1]
+        assert [n for (n,) in other.execute("SELECT count(*) FROM child")] == [0]
+    finally:
+        await db.dispose()

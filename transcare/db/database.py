@@ -175,10 +175,13 @@ class ThreadedSqliteDatabase:
             _begin_once(conn)
         try:
             result = fn(conn)
+            # A failed COMMIT (a deferred constraint, a full disk) leaves the transaction
+            # open, holding the write lock for every process until this one ends: roll back.
+            conn.commit()
         except BaseException:
-            conn.rollback()
+            if conn.in_transaction:
+                conn.rollback()
             raise
-        conn.commit()
         return result
 
     async def dispose(self) -> None:
