@@ -185,20 +185,23 @@ def _bool(value: str | bool) -> bool:
 WORKER_STAGES = ("normaliser", "transitions", "followup")
 
 
-def _niceness(value: str | int) -> int:
-    """A nice increment, 0 (the listener's priority) to 19 (the lowest)."""
-    number = int(value)
-    if not 0 <= number <= 19:
-        raise ValueError("expected a whole number from 0 to 19")
-    return number
+class _WholeNumber:
+    """A whole number from ``low`` to ``high`` (no upper bound when None)."""
+
+    def __init__(self, low: int, high: int | None = None) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, value: str | int) -> int:
+        number = int(value)
+        if number < self.low or (self.high is not None and number > self.high):
+            bounds = f"of at least {self.low}" if self.high is None else \
+                f"from {self.low} to {self.high}"
+            raise ValueError(f"expected a whole number {bounds}")
+        return number
 
 
-def _at_least_one(value: str | int) -> int:
-    """A whole number of at least 1 (a count of processes)."""
-    number = int(value)
-    if number < 1:
-        raise ValueError("expected a whole number of at least 1")
-    return number
+_at_least_one = _WholeNumber(1)  # a count of processes
+_niceness = _WholeNumber(0, 19)  # a nice increment: 0 (the listener's priority) to 19
 
 
 def _stages(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -345,7 +348,7 @@ def _convert(kind: Any, value: Any) -> Any:
         if isinstance(value, str):
             return _bool(value)
         raise ValueError("expected true or false")
-    if kind in (int, float, _at_least_one) and isinstance(value, bool):
+    if (kind in (int, float) or isinstance(kind, _WholeNumber)) and isinstance(value, bool):
         raise ValueError("expected a number")
     return kind(value)
 

@@ -303,10 +303,10 @@ def run(settings: Settings) -> int:
                           quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal progress spinner has no place in a service's logs
     tune_process()
-    lower_priority(settings.worker_nice)
+    niceness = lower_priority(settings.worker_nice)
     inputs = {"normaliser": ADT_RAW.name, "transitions": ADT_EVENTS.name, "followup": EPISODES.name}
     print(f"worker ({', '.join(settings.worker_stages)}) consuming "
           f"{', '.join(f'{inputs[s]} (group {settings.stage_group(s)})' for s in settings.worker_stages)}"
-          f" from {settings.bootstrap}", flush=True)
+          f" from {settings.bootstrap}, CPU priority nice {niceness}", flush=True)
     worker.execute_from_commandline()
     return 0

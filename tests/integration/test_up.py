@@ -75,6 +75,13 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         assert "worker (normaliser) consuming adt.raw.v1" in text
         assert "worker (transitions, followup) consuming adt.events.v1 (group " \
                "transcare-transitions), transitions.episodes.v1 (group transcare-followup)" in text
+        # The workers yield the CPU to the listener (TRANSCARE_WORKER_NICE, default 10), and
+        # say so where the operator reads the start-up lines.
+        listener_nice = os.getpriority(os.PRIO_PROCESS, _child(proc.pid, "listener"))
+        for stages in ("normaliser", "transitions,followup"):
+            worker_nice = os.getpriority(os.PRIO_PROCESS, _child(proc.pid, "worker", stages))
+            assert worker_nice == min(19, listener_nice + 10), stages
+            assert f"CPU priority nice {worker_nice}" in text
 
         # A part that crashes is restarted, and the feed goes on.
         listener = _child(proc.pid, "listener")

@@ -44,6 +44,8 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         ('[kafka]\nworker_stages = []\n', {}, "worker_stages"),
         ("", {"TRANSCARE_WORKER_NICE": "20"}, "TRANSCARE_WORKER_NICE.*0 to 19"),
         ("", {"TRANSCARE_WORKER_NICE": "-5"}, "TRANSCARE_WORKER_NICE.*0 to 19"),
+        ("[kafka]\nworker_nice = true\n", {}, "worker_nice"),
+        ("", {"TRANSCARE_STREAM_WORKERS": "0"}, "TRANSCARE_STREAM_WORKERS.*at least 1"),
     ],
 )
 def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[str, str],

@@ -50,7 +50,9 @@ class ThreadedSqliteDatabase:
     the interpreter anyway (the stream worker): a transaction on a second thread hands the GIL
     back and forth with the loop at every statement, and held SQLite's write lock about twice
     as long as its work takes (measured in ``bench/e2e``); the listener and the web server keep
-    the thread, so their loops never stop for a transaction.
+    the thread, so their loops never stop for a transaction. In either mode the hot path's
+    driver transactions (:meth:`run_dbapi`) run on the loop's thread when the write lock is
+    free at once, and on the thread only while another process holds it.
     """
 
     def __init__(self, url: str, synchronous: str = "NORMAL", inline: bool = False) -> None:
