@@ -50,8 +50,8 @@ async def test_a_sweep_longer_than_its_interval_never_overlaps_the_next() -> Non
 
 
 async def test_a_sweep_that_raises_does_not_stop_the_worker_silently() -> None:
-    """The sweeps catch and log their own failures; anything else ends the task, which faust
-    reports as a crashed task (never a sweep that quietly stops)."""
+    """The sweeps catch and log their own failures; an error that escapes one is raised out
+    of the task for faust to handle, never swallowed by the loop."""
     app = TaskCollector()
 
     async def broken() -> None:
