@@ -14,6 +14,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from adt_listener.hl7.er7 import Message
+from adt_listener.hl7.escapes import unescape
 from adt_listener.hl7.timestamps import TimestampError, parse_hl7_date, parse_hl7_datetime
 from schemas.adt_event import (
     Address,
@@ -51,23 +52,81 @@ class MappingError(ValueError):
 
 
 class _Fields:
-    """Reads leaf values of one message: decoded, stripped, '' as None; timestamps checked."""
+    """Reads leaf values of one message: decoded, stripped, '' as None; timestamps checked.
+
+    This is the normaliser's hot path, so leaves are not read one call at a time: a segment's
+    scalar fields are decoded together (:meth:`values`) and a composite field is split and
+    decoded once (:meth:`parts`); the mapping then indexes the lists. Only values carrying an
+    escape sequence, a subcomponent or the explicit null take the slower :meth:`clean`.
+    """
+
+    __slots__ = ("message", "tz", "_rep", "_comp", "_sub", "_esc")
 
     def __init__(self, message: Message, tz: ZoneInfo) -> None:
         self.message = message
         self.tz = tz
+        d = message.delimiters
+        self._rep, self._comp, self._sub, self._esc = (
+            d.repetition, d.component, d.subcomponent, d.escape)
 
-    def text(self, seg: str, field: int, comp: int = 1, sub: int = 1) -> str | None:
-        """First repetition of ``seg``-``field``, component ``comp``, subcomponent ``sub``."""
-        return self.message.get(seg, field, comp, sub).strip() or None
+    def values(self, seg: list[str] | None, numbers: tuple[int, ...]) -> list[str | None]:
+        """Fields ``numbers`` of one segment occurrence, each as component 1, subcomponent 1
+        of its first repetition, decoded; None when blank or absent."""
+        if seg is None:
+            return [None] * len(numbers)
+        n = len(seg)
+        rep, comp, sub, esc = self._rep, self._comp, self._sub, self._esc
+        # Most fields are empty or one plain value: only the others are split.
+        return [
+            None if k >= n or not (v := seg[k])
+            else (v.strip() or None) if (rep not in v and comp not in v and sub not in v
+                                         and esc not in v and v != '""')
+            else self.clean(v.split(rep, 1)[0].split(comp, 1)[0].split(sub, 1)[0])
+            for k in numbers
+        ]
 
-    def leaf(self, raw: str, comp: int = 1, sub: int = 1) -> str | None:
-        """Component ``comp``/``sub`` of a raw repetition, decoded."""
-        m = self.message
-        return m.decode(m.component(raw, comp, sub)).strip() or None
+    def parts(self, raw: str, size: int) -> list[str | None]:
+        """Components 1 .. ``size`` of a raw repetition (subcomponent 1 of each), decoded;
+        None when blank or absent. ``parts(raw, 3)[1]`` is component 2."""
+        sub, esc = self._sub, self._esc
+        out = [
+            None if not c
+            else (c.strip() or None) if sub not in c and esc not in c and c != '""'
+            else self.clean(c.split(sub, 1)[0])
+            for c in raw.split(self._comp, size)[:size]
+        ]
+        if len(out) < size:
+            out.extend([None] * (size - len(out)))
+        return out
 
-    def reps(self, seg: str, field: int) -> list[str]:
-        return self.message.repetitions(seg, field)
+    def pick(self, raw: str, comp: int, sub: int) -> str | None:
+        """Component ``comp``, subcomponent ``sub`` of a raw repetition, decoded."""
+        comps = raw.split(self._comp)
+        if comp > len(comps):
+            return None
+        subs = comps[comp - 1].split(self._sub)
+        return self.clean(subs[sub - 1]) if sub <= len(subs) else None
+
+    def clean(self, value: str) -> str | None:
+        """A raw leaf decoded and stripped; the explicit null ``""`` and blanks are None."""
+        if not value or value == '""':
+            return None
+        if self._esc in value:
+            value = unescape(value, self.message.delimiters)
+        return value.strip() or None
+
+    def first(self, seg: list[str] | None, field: int) -> str:
+        """The raw first repetition of field ``field`` of one segment occurrence; ''."""
+        if seg is None or field >= len(seg):
+            return ""
+        raw = seg[field]
+        return raw.split(self._rep, 1)[0] if self._rep in raw else raw
+
+    def reps(self, seg: list[str] | None, field: int) -> list[str]:
+        """Every repetition of field ``field`` of one segment occurrence, raw; [] when empty."""
+        if seg is None or field >= len(seg) or not seg[field]:
+            return []
+        return seg[field].split(self._rep)
 
     def time(self, seg: str, field: int, label: str) -> datetime | None:
         """A DTM/TS field (component 1); MappingError when it is not a valid timestamp."""
@@ -143,102 +202,114 @@ def patient_key(identifiers: Sequence[Identifier], prior: Sequence[Identifier] =
 
 def _map_header(f: _Fields) -> Header:
     """MSH. The message type (MSH-9.1) is required."""
-    message_type = f.text("MSH", 9, 1)
-    if message_type is None:
+    msh = f.message.segment("MSH")
+    control_id, processing_id, version, character_set = f.values(msh, (10, 11, 12, 18))
+    msg = f.parts(f.first(msh, 9), 3)
+    if msg[0] is None:
         raise MappingError("MSH", 9, "MSH-9 message type is empty")
     return Header(
-        sending_application=_hd(f, f.message.field("MSH", 3)),  # MSH-3
-        sending_facility=_hd(f, f.message.field("MSH", 4)),  # MSH-4
-        receiving_application=_hd(f, f.message.field("MSH", 5)),  # MSH-5
-        receiving_facility=_hd(f, f.message.field("MSH", 6)),  # MSH-6
+        # MSH-3 to MSH-6 (HD) are read from the whole field: they do not repeat.
+        sending_application=_hd(f, _whole(msh, 3)),
+        sending_facility=_hd(f, _whole(msh, 4)),
+        receiving_application=_hd(f, _whole(msh, 5)),
+        receiving_facility=_hd(f, _whole(msh, 6)),
         message_time=f.time("MSH", 7, "message time"),
-        message_type=message_type,  # MSH-9.1 MSG.1
-        trigger_event=f.text("MSH", 9, 2),  # MSG.2
-        message_structure=f.text("MSH", 9, 3),  # MSG.3
-        control_id=f.text("MSH", 10),
-        version=f.text("MSH", 12, 1),
-        processing_id=f.text("MSH", 11, 1),
-        character_set=f.text("MSH", 18),
+        message_type=msg[0],  # MSH-9.1 MSG.1
+        trigger_event=msg[1],  # MSG.2
+        message_structure=msg[2],  # MSG.3
+        control_id=control_id,  # MSH-10
+        version=version,  # MSH-12.1
+        processing_id=processing_id,  # MSH-11.1
+        character_set=character_set,  # MSH-18, first repetition
     )
+
+
+def _whole(seg: list[str] | None, field: int) -> str:
+    """The raw text of a whole field of one segment occurrence (all repetitions)."""
+    return seg[field] if seg is not None and field < len(seg) else ""
 
 
 def _map_event(f: _Fields) -> EventInfo | None:
     """EVN, or None when the message has none."""
-    if not f.message.has("EVN"):
+    evn = f.message.segment("EVN")
+    if evn is None:
         return None
+    event_type_code, event_facility = f.values(evn, (1, 7))
     return EventInfo(
-        event_type_code=f.text("EVN", 1),
+        event_type_code=event_type_code,  # EVN-1
         recorded_at=f.time("EVN", 2, "recorded time"),
         occurred_at=f.time("EVN", 6, "event occurred time"),
-        event_facility=f.text("EVN", 7, 1),
+        event_facility=event_facility,  # EVN-7.1
     )
 
 
 def _map_patient(f: _Fields) -> Patient:
     """The first PID; an empty Patient when there is none (e.g. A06 carrying only MRG)."""
+    pid = f.message.segment("PID")
+    sex, account_number, death_indicator = f.values(pid, (8, 18, 30))
     return Patient(
-        identifiers=_identifiers(f, "PID", 3),
-        name=_name(f),
+        identifiers=_identifiers(f, pid, 3),
+        name=_name(f, pid),
         birth_date=f.day("PID", 7, "birth date"),
-        sex=f.text("PID", 8),
-        address=_address(f),
-        phones=_phones(f),
-        account_number=f.text("PID", 18, 1),
+        sex=sex,  # PID-8
+        address=_address(f, pid),
+        phones=_phones(f, pid),
+        account_number=account_number,  # PID-18.1
         death_time=f.time("PID", 29, "death time"),
-        death_indicator={"Y": True, "N": False}.get((f.text("PID", 30) or "").upper()),
+        death_indicator={"Y": True, "N": False}.get((death_indicator or "").upper()),  # PID-30
     )
 
 
 def _map_primary_care_provider(f: _Fields) -> Provider | None:
     """PD1-4, first repetition."""
-    reps = f.reps("PD1", 4)
-    return _provider(f, reps[0]) if reps else None
+    return _provider(f, f.first(f.message.segment("PD1"), 4))
 
 
 def _map_roles(f: _Fields) -> tuple[Role, ...]:
     """Every ROL: ROL-3.1 role code, ROL-4 person (first repetition)."""
-    roles = []
-    for occurrence in range(f.message.count("ROL")):
-        person = f.message.repetitions("ROL", 4, occurrence)
-        role_code = f.message.get("ROL", 3, occurrence=occurrence).strip() or None
-        roles.append(Role(role_code=role_code, person=_provider(f, person[0]) if person else None))
-    return tuple(roles)
+    return tuple(
+        Role(role_code=f.values(rol, (3,))[0], person=_provider(f, f.first(rol, 4)))
+        for rol in f.message.all("ROL")
+    )
 
 
 def _map_visit(f: _Fields) -> Visit | None:
     """PV1 (with PV2-3 admit reason), or None when the message has no PV1."""
-    if not f.message.has("PV1"):
+    pv1 = f.message.segment("PV1")
+    if pv1 is None:
         return None
+    (patient_class, admission_type, hospital_service, admit_source, visit_number,
+     discharge_disposition, discharged_to_location) = f.values(pv1, (2, 4, 10, 14, 19, 36, 37))
     return Visit(
-        patient_class=f.text("PV1", 2),
-        location=_location(f, f.message.field("PV1", 3)),
-        admission_type=f.text("PV1", 4),
-        prior_location=_location(f, f.message.field("PV1", 6)),
-        attending_doctor=_first_provider(f, "PV1", 7),
-        hospital_service=f.text("PV1", 10),
-        admit_source=f.text("PV1", 14),
-        admitting_doctor=_first_provider(f, "PV1", 17),
-        visit_number=f.text("PV1", 19, 1),
-        discharge_disposition=f.text("PV1", 36),
-        discharged_to_location=f.text("PV1", 37, 1),
+        patient_class=patient_class,  # PV1-2
+        location=_location(f, _whole(pv1, 3)),
+        admission_type=admission_type,  # PV1-4
+        prior_location=_location(f, _whole(pv1, 6)),
+        attending_doctor=_provider(f, f.first(pv1, 7)),
+        hospital_service=hospital_service,  # PV1-10
+        admit_source=admit_source,  # PV1-14
+        admitting_doctor=_provider(f, f.first(pv1, 17)),
+        visit_number=visit_number,  # PV1-19.1
+        discharge_disposition=discharge_disposition,  # PV1-36
+        discharged_to_location=discharged_to_location,  # PV1-37.1
         admitted_at=f.time("PV1", 44, "admit time"),
         discharged_at=f.time("PV1", 45, "discharge time"),
-        admit_reason=_coded(f, "PV2", 3),
+        admit_reason=_coded(f, f.first(f.message.segment("PV2"), 3)),  # PV2-3
     )
 
 
 def _map_diagnoses(f: _Fields) -> tuple[Diagnosis, ...]:
     """Every DG1 that carries anything."""
     found = []
-    for occurrence in range(f.message.count("DG1")):
-        seg = f.message.segment("DG1", occurrence) or []
-        code = _first_rep(f, seg, 3)  # DG1-3 CWE
+    for dg1 in f.message.all("DG1"):
+        description, diagnosis_type, priority = f.values(dg1, (4, 6, 15))
+        code = f.parts(f.first(dg1, 3), 3)  # DG1-3 CWE
         parts = dict(
-            code=f.leaf(code, 1),
-            text=f.leaf(code, 2) or _at(f, seg, 4),
-            coding_system=f.leaf(code, 3),
-            diagnosis_type=_at(f, seg, 6),
-            priority=_at(f, seg, 15),
+            code=code[0],
+            text=code[1] or description,  # DG1-3.2, else DG1-4
+            coding_system=code[2],
+            diagnosis_type=diagnosis_type,  # DG1-6
+            priority=priority,  # DG1-15
         )
         if any(parts.values()):
             found.append(Diagnosis(**parts))
@@ -248,14 +319,11 @@ def _map_diagnoses(f: _Fields) -> tuple[Diagnosis, ...]:
 def _map_insurance(f: _Fields) -> tuple[Insurance, ...]:
     """Every IN1 that carries anything; the member id is IN1-49.1, else IN1-36."""
     found = []
-    for occurrence in range(f.message.count("IN1")):
-        seg = f.message.segment("IN1", occurrence) or []
-        parts = dict(
-            plan_id=_at(f, seg, 2),
-            company_id=_at(f, seg, 3),
-            company_name=_at(f, seg, 4),
-            member_id=_at(f, seg, 49) or _at(f, seg, 36),
-        )
+    for in1 in f.message.all("IN1"):
+        plan_id, company_id, company_name, insured_id, member_id = f.values(
+            in1, (2, 3, 4, 36, 49))
+        parts = dict(plan_id=plan_id, company_id=company_id, company_name=company_name,
+                     member_id=member_id or insured_id)
         if any(parts.values()):
             found.append(Insurance(**parts))
     return tuple(found)
@@ -263,110 +331,94 @@ def _map_insurance(f: _Fields) -> tuple[Insurance, ...]:
 
 def _map_merge(f: _Fields) -> Merge | None:
     """MRG (the first), or None when absent."""
-    if not f.message.has("MRG"):
+    mrg = f.message.segment("MRG")
+    if mrg is None:
         return None
+    prior_account, prior_visit_number = f.values(mrg, (3, 5))
     return Merge(
-        prior_identifiers=_identifiers(f, "MRG", 1),
-        prior_account=f.text("MRG", 3, 1),
-        prior_visit_number=f.text("MRG", 5, 1),
+        prior_identifiers=_identifiers(f, mrg, 1),
+        prior_account=prior_account,  # MRG-3.1
+        prior_visit_number=prior_visit_number,  # MRG-5.1
     )
 
 
 # --- HL7 data types -------------------------------------------------------------------------
 
 
-def _first_rep(f: _Fields, seg: list[str], field: int) -> str:
-    """The raw first repetition of field ``field`` of one segment occurrence; '' when absent."""
-    if field >= len(seg):
-        return ""
-    return seg[field].split(f.message.delimiters.repetition)[0]
-
-
-def _at(f: _Fields, seg: list[str], field: int, comp: int = 1) -> str | None:
-    """Component ``comp`` of the first repetition of field ``field`` of a segment occurrence."""
-    return f.leaf(_first_rep(f, seg, field), comp)
-
-
 def _hd(f: _Fields, raw: str) -> str | None:
     """HD: namespace id (HD.1), else universal id (HD.2)."""
-    return f.leaf(raw, 1) or f.leaf(raw, 2)
+    hd = f.parts(raw, 2)
+    return hd[0] or hd[1]
 
 
-def _identifiers(f: _Fields, seg: str, field: int) -> tuple[Identifier, ...]:
+def _identifiers(f: _Fields, seg: list[str] | None, field: int) -> tuple[Identifier, ...]:
     """CX, every repetition that has an ID (CX-1); explicit nulls are skipped."""
     found = []
     for raw in f.reps(seg, field):
-        value = f.leaf(raw, 1)
-        if value is None:
+        cx = f.parts(raw, 6)
+        if cx[0] is None:
             continue
         found.append(Identifier(
-            value=value,
-            assigning_authority=f.leaf(raw, 4, 1) or f.leaf(raw, 4, 2),  # CX-4 HD.1, else HD.2
-            identifier_type=f.leaf(raw, 5),
-            assigning_facility=f.leaf(raw, 6, 1),
+            value=cx[0],
+            # CX-4 HD.1, else HD.2
+            assigning_authority=cx[3] or (f.pick(raw, 4, 2) if f._sub in raw else None),
+            identifier_type=cx[4],  # CX-5
+            assigning_facility=cx[5],  # CX-6.1
         ))
     return tuple(found)
 
 
-def _name(f: _Fields) -> PersonName | None:
+def _name(f: _Fields, pid: list[str] | None) -> PersonName | None:
     """XPN, PID-5 first repetition: XPN-1.1 family (FN.1), XPN-2..5."""
-    parts = dict(
-        family=f.text("PID", 5, 1, 1),
-        given=f.text("PID", 5, 2),
-        middle=f.text("PID", 5, 3),
-        suffix=f.text("PID", 5, 4),
-        prefix=f.text("PID", 5, 5),
-    )
-    return PersonName(**parts) if any(parts.values()) else None
+    xpn = f.parts(f.first(pid, 5), 5)
+    if not any(xpn):
+        return None
+    return PersonName(family=xpn[0], given=xpn[1], middle=xpn[2], suffix=xpn[3],
+                      prefix=xpn[4])
 
 
-def _address(f: _Fields) -> Address | None:
+def _address(f: _Fields, pid: list[str] | None) -> Address | None:
     """XAD, PID-11 first repetition: XAD-1.1 street (SAD.1), XAD-2..6."""
-    parts = dict(
-        street=f.text("PID", 11, 1, 1),
-        other=f.text("PID", 11, 2),
-        city=f.text("PID", 11, 3),
-        state=f.text("PID", 11, 4),
-        zip=f.text("PID", 11, 5),
-        country=f.text("PID", 11, 6),
-    )
-    return Address(**parts) if any(parts.values()) else None
+    xad = f.parts(f.first(pid, 11), 6)
+    if not any(xad):
+        return None
+    return Address(street=xad[0], other=xad[1], city=xad[2], state=xad[3], zip=xad[4],
+                   country=xad[5])
 
 
-def _phones(f: _Fields) -> tuple[str, ...]:
+def _phones(f: _Fields, pid: list[str] | None) -> tuple[str, ...]:
     """XTN, every PID-13 repetition: XTN-1, else XTN-12 (unformatted number)."""
-    phones = (f.leaf(raw, 1) or f.leaf(raw, 12) for raw in f.reps("PID", 13))
-    return tuple(p for p in phones if p)
+    found = []
+    for raw in f.reps(pid, 13):
+        xtn = f.parts(raw, 12)
+        phone = xtn[0] or xtn[11]
+        if phone:
+            found.append(phone)
+    return tuple(found)
 
 
 def _provider(f: _Fields, raw: str) -> Provider | None:
-    """XCN: XCN-1 id, XCN-2.1 family (FN.1), XCN-3 given."""
-    parts = dict(id=f.leaf(raw, 1), family=f.leaf(raw, 2, 1), given=f.leaf(raw, 3))
-    return Provider(**parts) if any(parts.values()) else None
-
-
-def _first_provider(f: _Fields, seg: str, field: int) -> Provider | None:
-    reps = f.reps(seg, field)
-    return _provider(f, reps[0]) if reps else None
+    """XCN: XCN-1 id, XCN-2.1 family (FN.1), XCN-3 given; None when blank."""
+    if not raw:
+        return None
+    xcn = f.parts(raw, 3)
+    if not any(xcn):
+        return None
+    return Provider(id=xcn[0], family=xcn[1], given=xcn[2])
 
 
 def _location(f: _Fields, raw: str) -> Location | None:
     """PL (first repetition): .1 point of care, .2 room, .3 bed, .4 facility HD.1, .7, .8."""
-    raw = raw.split(f.message.delimiters.repetition)[0]
-    parts = dict(
-        point_of_care=f.leaf(raw, 1, 1),
-        room=f.leaf(raw, 2, 1),
-        bed=f.leaf(raw, 3, 1),
-        facility=f.leaf(raw, 4, 1),
-        building=f.leaf(raw, 7, 1),
-        floor=f.leaf(raw, 8, 1),
-    )
-    return Location(**parts) if any(parts.values()) else None
+    pl = f.parts(raw.split(f._rep, 1)[0], 8)
+    if not any(pl[:4]) and not pl[6] and not pl[7]:  # PL.5 and PL.6 are not mapped
+        return None
+    return Location(point_of_care=pl[0], room=pl[1], bed=pl[2], facility=pl[3],
+                    building=pl[6], floor=pl[7])
 
 
-def _coded(f: _Fields, seg: str, field: int) -> CodedValue | None:
+def _coded(f: _Fields, raw: str) -> CodedValue | None:
     """CWE/CE, first repetition: code, text, coding system."""
-    parts = dict(
-        code=f.text(seg, field, 1), text=f.text(seg, field, 2), coding_system=f.text(seg, field, 3)
-    )
-    return CodedValue(**parts) if any(parts.values()) else None
+    cwe = f.parts(raw, 3)
+    if not any(cwe):
+        return None
+    return CodedValue(code=cwe[0], text=cwe[1], coding_system=cwe[2])

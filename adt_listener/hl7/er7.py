@@ -54,6 +54,15 @@ class Delimiters:
 DEFAULT_DELIMITERS = Delimiters()
 _SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_VALID_NAMES: set[str] = set()  # names seen valid; at most 26 * 36 * 36 of them
+
+
+def _valid_name(name: str) -> bool:
+    """Whether ``name`` is a segment name (remembered when it is)."""
+    if len(name) == 3 and _SEGMENT_NAME.match(name):
+        _VALID_NAMES.add(name)
+        return True
+    return False
 
 
 def read_delimiters(text: str) -> Delimiters:
@@ -98,14 +107,17 @@ class Message:
         self.delimiters = read_delimiters(text)
         sep = self.delimiters.field
         # Segments are split into fields only when read: the listener reads four of them.
-        self._lines: list[str] = [ln for ln in _LINE_BREAK.split(text) if ln and not ln.isspace()]
+        lines = text.split("\r") if "\n" not in text else _LINE_BREAK.split(text)
+        self._lines: list[str] = [ln for ln in lines if ln and not ln.isspace()]
         self.names: list[str] = []
         self._index: dict[str, list[int]] = {}
         for n, line in enumerate(self._lines):
-            name = line.partition(sep)[0]
-            if len(name) != 3 or not _SEGMENT_NAME.match(name):
+            name = line[:3]  # the text before the first separator, when that is 3 characters
+            if (len(line) > 3 and line[3] != sep) or (
+                    name not in _VALID_NAMES and not _valid_name(name)):
                 # The location names a segment only when it looks like one: a stray line of text
                 # must not end up in logs, metrics or reasons.
+                name = line.partition(sep)[0]
                 where = name[:3] if _SEGMENT_NAME.match(name[:3]) else "?"
                 raise Er7Error(f"segment {n + 1} has no valid segment name", where)
             self._index.setdefault(name, []).append(n)

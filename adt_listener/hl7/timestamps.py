@@ -112,7 +112,13 @@ def localise(naive: datetime, tz: ZoneInfo) -> datetime:
         aware = round_trip  # nonexistent local time: the wall clock after the gap
     offset = aware.utcoffset()
     assert offset is not None  # a ZoneInfo always has one
-    return aware.replace(tzinfo=timezone(offset))
+    return aware.replace(tzinfo=_fixed(offset))
+
+
+@lru_cache(maxsize=256)
+def _fixed(offset: timedelta) -> timezone:
+    """One ``timezone`` object per UTC offset (a feed's zone has two or three)."""
+    return timezone(offset)
 
 
 def _first_component(value: str) -> str:
@@ -120,6 +126,15 @@ def _first_component(value: str) -> str:
 
 
 def _parse(text: str) -> tuple[datetime, timezone | None]:
+    if len(text) in (8, 12, 14) and text.isascii() and text.isdigit():
+        # The common shapes (date, minutes, seconds; no fraction, no offset), read without
+        # the regular expression: the same parts, the same errors.
+        try:
+            naive = datetime(int(text[:4]), int(text[4:6]), int(text[6:8]),
+                             int(text[8:10] or 0), int(text[10:12] or 0), int(text[12:14] or 0))
+        except ValueError as exc:
+            raise TimestampError(f"a date or time part is out of range ({exc})") from exc
+        return naive, None
     match = _DTM.fullmatch(text)
     if match is None:
         raise TimestampError(f"not an HL7 date/time, expected {_SHAPE}")

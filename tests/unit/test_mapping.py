@@ -440,6 +440,51 @@ def test_full_a01_from_corpus() -> None:
          "company_name": "Blue Cross Blue Shield of Texas", "member_id": "HMO-12345"}]
 
 
+@pytest.mark.parametrize(
+    ("pl", "expected"),
+    [
+        ("", None),
+        ('""', None),
+        ("^^^^^1", None),  # only PL.6 (person location type), which is not mapped
+        ("^^^^X^1", None),  # PL.5 and PL.6 only
+        ("ED", {"point_of_care": "ED"}),
+        ("^^^^^^^F2", {"floor": "F2"}),  # PL.8 alone is a location
+        ("^^^&1.2.3&ISO", None),  # PL.4 HD.1 only; the universal id is not mapped
+        ("4W^401&X^A~ICU^1^B", {"point_of_care": "4W", "room": "401", "bed": "A"}),  # first rep
+        ("\\T\\4W ^ 4\\S\\01 ^A", {"point_of_care": "&4W", "room": "4^01", "bed": "A"}),
+    ],
+)
+def test_location_leaves(pl: str, expected: dict[str, str] | None) -> None:
+    """PV1-6 read leaf by leaf: a location exists when a mapped PL component has a value."""
+    visit = _map(_msg(MSH, PID, _seg("PV1", {2: "I", 6: pl}))).visit
+    assert visit is not None
+    if expected is None:
+        assert visit.prior_location is None
+    else:
+        assert visit.prior_location is not None
+        values = {k: v for k, v in visit.prior_location.model_dump().items() if v is not None}
+        assert values == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("I", "I"),
+        (" I ", "I"),
+        ('""', None),
+        ("I^X~O", "I"),  # component 1 of the first repetition
+        ("I&SUB^X", "I"),  # subcomponent 1
+        ("\\T\\I", "&I"),  # escapes decoded after splitting
+        ("~O", None),
+    ],
+)
+def test_scalar_field_leaf(field: str, expected: str | None) -> None:
+    """PV1-2 (read with the segment's other scalar fields): component 1, subcomponent 1 of
+    the first repetition, decoded and stripped; the explicit null is None."""
+    visit = _map(_msg(MSH, PID, _seg("PV1", {2: field}))).visit
+    assert visit is not None and visit.patient_class == expected
+
+
 def test_discharge_visit_fields() -> None:
     pv1 = _seg("PV1", {
         1: "1", 2: "I", 3: "4W^401^A^FAC1^^^B2^F3", 4: "E", 6: "ED^^^FAC1",

@@ -102,6 +102,12 @@ def test_empty_is_none(value: str) -> None:
         ("2024071524", "out of range"),
         ("202407151360", "out of range"),
         ("43865896", "out of range"),
+        # the common all-digit shapes are read without the pattern: the same complaints
+        ("20240715250000", "out of range"),
+        ("20240715133060", "out of range"),
+        ("202402301200", "out of range"),
+        ("２０２４０７１５", "not an HL7 date/time"),
+        ("2024071513304²", "not an HL7 date/time"),
         ("20240715+2500", "UTC offset"),
         ("20240715-0160", "UTC offset"),
     ],
