@@ -116,7 +116,7 @@ class _Fields:
         return value.strip() or None
 
     def first(self, seg: list[str] | None, field: int) -> str:
-        """The raw first repetition of field ``field`` of one segment occurrence; ''."""
+        """The raw first repetition of field ``field`` of one segment occurrence, or ''."""
         if seg is None or field >= len(seg):
             return ""
         raw = seg[field]
