@@ -224,3 +224,42 @@ class DeadLetter(_Frozen):
     field: int | None = None
     received_at: AwareDatetime
     deadlettered_at: AwareDatetime
+
+
+# ---- A lean view of an ADT event, for consumers that first need only whose event it is.
+
+
+class _View(BaseModel):
+    # A view of an AdtEvent's JSON: the keys it does not name are skipped, not rejected.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class HeaderView(_View):
+    sending_facility: str | None = None  # MSH-4.1
+
+
+class PatientView(_View):
+    identifiers: tuple[Identifier, ...] = ()  # PID-3
+    birth_date: dt.date | None = None  # PID-7
+
+
+class InsuranceView(_View):
+    plan_id: str | None = None  # IN1-2.1
+    company_id: str | None = None  # IN1-3.1
+    company_name: str | None = None  # IN1-4.1
+    member_id: str | None = None  # IN1-49.1, else IN1-36
+
+
+class AdtEventView(_View):
+    """What an ``adt.events.v1`` event says about whose it is (its ids, facility, patient
+    identifiers, birth date, insurance member ids), read from the event's JSON without building
+    the rest: about a third of the full :class:`AdtEvent`'s cost. Its fields have the same
+    names and types as the event's, so code reading only these takes either."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    message_id: int
+    received_at: AwareDatetime
+    header: HeaderView
+    patient: PatientView
+    insurance: tuple[InsuranceView, ...] = ()

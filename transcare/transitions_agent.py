@@ -15,14 +15,21 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
-from schemas.adt_event import AdtEvent
 from transcare import metrics
 from transcare.db.database import Database, write_retrying
 from transcare.db.leases import acquire
 from transcare.halving import run_halving
 from transcare.settings import Settings
 from transitions.matching import MatchPolicy
-from transitions.processor import BatchResult, Config, process_batch, record_failure
+from transitions.processor import (
+    BatchResult,
+    Config,
+    Incoming,
+    Received,
+    process_batch,
+    record_failure,
+    view_of,
+)
 from transitions.state import Rules
 from transitions.sweep import sweep_stale
 
@@ -43,12 +50,14 @@ def transitions_config(settings: Settings) -> Config:
     return Config(rules=rules, policy=policy)
 
 
-def decode(values: Sequence[bytes]) -> list[AdtEvent]:
-    """Events from ``adt.events.v1`` values; an unreadable one is logged and counted."""
+def decode(values: Sequence[bytes]) -> list[Received]:
+    """Events from ``adt.events.v1`` values, read as far as matching needs (the whole event
+    only for those that may be an enrolled patient's: :class:`Received`); an unreadable one is
+    logged and counted."""
     events = []
     for value in values:
         try:
-            events.append(AdtEvent.model_validate_json(value))
+            events.append(Received.of(value))
         except ValidationError as exc:
             metrics.ADT_EVENTS_HANDLED.labels("failed", "").inc()
             log.error("transitions.undecodable_event", errors=exc.error_count())
@@ -62,17 +71,17 @@ def decode(values: Sequence[bytes]) -> list[AdtEvent]:
 CHUNK = 500
 
 
-async def handle(db: Database, events: Sequence[AdtEvent], config: Config) -> None:
+async def handle(db: Database, events: Sequence[Incoming], config: Config) -> None:
     """Process a batch, :data:`CHUNK` events per transaction."""
     for start in range(0, len(events), CHUNK):
         await _handle_chunk(db, events[start:start + CHUNK], config)
 
 
-async def _handle_chunk(db: Database, events: Sequence[AdtEvent], config: Config) -> None:
+async def _handle_chunk(db: Database, events: Sequence[Incoming], config: Config) -> None:
     """Process events in one transaction; when that fails, each half the same way down to
     single events (:func:`transcare.halving.run_halving`), and record what still fails alone."""
 
-    async def attempt(run: Sequence[AdtEvent]) -> None:
+    async def attempt(run: Sequence[Incoming]) -> None:
         try:
             _account(run, await _write_batch(db, run, config))
         except Exception as exc:
@@ -80,23 +89,24 @@ async def _handle_chunk(db: Database, events: Sequence[AdtEvent], config: Config
                 log.warning("transitions.batch_failed", size=len(run), error=type(exc).__name__)
             raise
 
-    async def give_up(event: AdtEvent, exc: Exception) -> None:
-        log.error("transitions.event_failed", event_id=event.event_id,
-                  message_id=event.message_id, error=type(exc).__name__)
-        metrics.ADT_EVENTS_HANDLED.labels("failed", event.header.sending_facility or "").inc()
+    async def give_up(event: Incoming, exc: Exception) -> None:
+        view = view_of(event)
+        log.error("transitions.event_failed", event_id=view.event_id,
+                  message_id=view.message_id, error=type(exc).__name__)
+        metrics.ADT_EVENTS_HANDLED.labels("failed", view.header.sending_facility or "").inc()
         await _record_failure(db, event)
 
     await run_halving(events, attempt, give_up)
 
 
-async def _record_failure(db: Database, event: AdtEvent) -> None:
+async def _record_failure(db: Database, event: Incoming) -> None:
     def fn(conn: Connection) -> None:
         record_failure(conn, event, datetime.now(UTC))
 
     await _write_with_retry(db, fn)
 
 
-async def _write_batch(db: Database, events: Sequence[AdtEvent], config: Config) -> BatchResult:
+async def _write_batch(db: Database, events: Sequence[Incoming], config: Config) -> BatchResult:
     return await _write_with_retry(
         db, lambda c: process_batch(c, events, config, datetime.now(UTC)))
 
@@ -107,13 +117,14 @@ async def _write_with_retry(db: Database, fn: Callable[[Connection], T]) -> T:
     return await write_retrying(db, fn, log, "transitions.database_unavailable")
 
 
-def _account(events: Sequence[AdtEvent], result: BatchResult) -> None:
+def _account(events: Sequence[Incoming], result: BatchResult) -> None:
     for (outcome, facility), n in result.outcomes.items():
         metrics.ADT_EVENTS_HANDLED.labels(outcome, facility).inc(n)
     metrics.EPISODE_EVENTS.inc(result.episode_events)
     now = datetime.now(UTC)
     for event in events:
-        metrics.TRANSITIONS_LATENCY.observe(max(0.0, (now - event.received_at).total_seconds()))
+        received = view_of(event).received_at
+        metrics.TRANSITIONS_LATENCY.observe(max(0.0, (now - received).total_seconds()))
 
 
 async def stale_sweep(db: Database, config: Config, holder: str) -> int:

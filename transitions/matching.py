@@ -18,7 +18,7 @@ from typing import Literal
 
 from rapidfuzz.distance import JaroWinkler
 
-from schemas.adt_event import AdtEvent, Insurance
+from schemas.adt_event import AdtEvent, AdtEventView, Insurance, InsuranceView
 from transitions.model import Member, MemberIdentifier
 
 Outcome = Literal["matched", "unmatched", "review"]
@@ -94,7 +94,7 @@ class Demographics:
                    tuple(dict.fromkeys(n for n in numbers if n)), normalise_zip(zip))
 
 
-def event_identifiers(event: AdtEvent) -> tuple[MemberIdentifier, ...]:
+def event_identifiers(event: AdtEvent | AdtEventView) -> tuple[MemberIdentifier, ...]:
     """Every identifier the event carries, normalised, deduplicated, in message order.
 
     PID-3 repetitions as CX-1 with CX-4 (else CX-6) as authority; then, for each IN1 with a
@@ -107,7 +107,7 @@ def event_identifiers(event: AdtEvent) -> tuple[MemberIdentifier, ...]:
     return tuple(dict.fromkeys(i for i in found if i.value))
 
 
-def _insurance_identifiers(plan: Insurance) -> list[MemberIdentifier]:
+def _insurance_identifiers(plan: Insurance | InsuranceView) -> list[MemberIdentifier]:
     if not (plan.member_id or "").strip():
         return []
     authorities = (plan.plan_id, plan.company_id, plan.company_name)

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
+import structlog
+from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
-from schemas.adt_event import AdtEvent
+from schemas.adt_event import AdtEvent, AdtEventView
 from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
 from schemas.topics import EPISODES
 from transcare.db.tables import match_reviews, outbox, processed_events
@@ -44,6 +46,8 @@ from transitions.matching import (
 from transitions.model import Member, MemberIdentifier, StaffMember
 from transitions.state import Rules
 
+log = structlog.get_logger("transcare.transitions")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -61,13 +65,38 @@ class BatchResult:
     skipped: int = 0  # already processed (replays, redeliveries)
 
 
-def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An ``adt.events.v1`` record as the worker reads it: the view of whose event it is, and
+    its JSON, which becomes the whole :class:`AdtEvent` only for an event that may be an
+    enrolled patient's (an identifier of the roster, or a member's birth date). Most events of
+    a feed are not: reading just the view costs about a third as much."""
+
+    view: AdtEventView
+    json: bytes
+
+    @classmethod
+    def of(cls, value: bytes) -> Received:
+        """Raises ValidationError when the record is not an ADT event (schema version 1)."""
+        return cls(AdtEventView.model_validate_json(value), value)
+
+    def full(self) -> AdtEvent:
+        """The whole event; raises ValidationError when the JSON is not a valid one."""
+        return AdtEvent.model_validate_json(self.json)
+
+
+Incoming = AdtEvent | Received
+
+
+def process_batch(conn: Connection, events: Sequence[Incoming], config: Config,
                   now: datetime) -> BatchResult:
     result = BatchResult()
-    todo = _unprocessed(conn, events)
-    result.skipped = len(events) - len(todo)
-    if not todo:
+    unprocessed = _unprocessed(conn, events)
+    result.skipped = len(events) - len(unprocessed)
+    if not unprocessed:
         return result
+    given = {view_of(e).event_id: e for e in unprocessed}
+    todo = [view_of(e) for e in unprocessed]
     identifiers = {e.event_id: event_identifiers(e) for e in todo}
     owners = member_ids_by_identifier(conn, {i for ids in identifiers.values() for i in ids})
     candidates = _candidates(conn, todo, identifiers, owners)
@@ -77,16 +106,18 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     born: dict[object, dict[str, Member]] = {}
     for m in candidates.values():
         born.setdefault(m.birth_date, {})[m.member_id] = m
-    found = {e.event_id: _match(e, identifiers, owners, candidates, born, config) for e in todo}
-    clinical = {e.event_id: clinical_event(e, config.rules.post_acute_facilities) for e in todo
-                if found[e.event_id].outcome not in ("unmatched", "review")
-                and found[e.event_id].member_id}
+    full: dict[str, AdtEvent] = {}  # the events that may be a member's, read whole
+    found = {e.event_id: _match(e, given[e.event_id], identifiers, owners, candidates, born,
+                                config, full) for e in todo}
+    clinical = {i: clinical_event(full[i], config.rules.post_acute_facilities)
+                for i, f in found.items()
+                if f is not None and f.outcome not in ("unmatched", "review") and f.member_id}
     # Lock every member this batch changes, in one order, before changing any: two workers
     # (or the stale sweep) touching the same members never deadlock. A merge also changes the
     # members holding its prior identifiers: they are locked too, so a merge another worker
     # commits meanwhile cannot be undone by this batch writing back what it read before.
     priors = [i for ev in clinical.values() if ev.action == "merge" for i in ev.prior_identifiers]
-    locked = sorted({f.member_id for f in found.values() if f.member_id}
+    locked = sorted({f.member_id for f in found.values() if f is not None and f.member_id}
                     | members_holding(conn, priors))
     lock_members(conn, locked)
     if conn.dialect.name == "postgresql" and locked:
@@ -97,53 +128,72 @@ def process_batch(conn: Connection, events: Sequence[AdtEvent], config: Config,
     batch = (BatchEpisodes.read(conn, locked, {_visit_key(ev) for ev in clinical.values()
                                                if ev.visit_number})
              if clinical else None)
-    for event in todo:
-        outcome, member_id = _handle(conn, event, found[event.event_id],
-                                     clinical.get(event.event_id), candidates, staff, caseload,
-                                     config, now, result, batch)
-        rows.append(_processed_row(event, outcome, member_id, now))
-        result.outcomes[(outcome, event.header.sending_facility or "")] += 1
+    for view in todo:
+        matched = found[view.event_id]
+        outcome, member_id = ("failed", None) if matched is None else _handle(
+            conn, view, full.get(view.event_id), matched, clinical.get(view.event_id),
+            candidates, staff, caseload, config, now, result, batch)
+        rows.append(_processed_row(view, outcome, member_id, now))
+        result.outcomes[(outcome, view.header.sending_facility or "")] += 1
     if batch is not None:
         batch.flush(conn, now)
     _record_all(conn, rows)
     return result
 
 
+def view_of(event: Incoming) -> AdtEvent | AdtEventView:
+    """The fields of an incoming event that matching and the records read."""
+    return event.view if isinstance(event, Received) else event
+
+
 def _visit_key(ev: ClinicalEvent) -> tuple[str, str]:
     return (ev.facility_key, ev.visit_number or "")
 
 
-def _match(event: AdtEvent, identifiers: dict[str, tuple[MemberIdentifier, ...]],
+def _match(event: AdtEvent | AdtEventView, given: Incoming,
+           identifiers: dict[str, tuple[MemberIdentifier, ...]],
            owners: dict[MemberIdentifier, str], candidates: dict[str, Member],
-           born: dict[object, dict[str, Member]], config: Config) -> MatchResult:
+           born: dict[object, dict[str, Member]], config: Config,
+           full: dict[str, AdtEvent]) -> MatchResult | None:
     """Match one event against its own candidates: its identifier hits and the members
-    sharing its birth date."""
+    sharing its birth date. An event with candidates is read whole into ``full`` (its
+    demographics, its date); None when its JSON is then not a valid event."""
     mine = {owners[i]: candidates[owners[i]] for i in identifiers[event.event_id]
             if i in owners and owners[i] in candidates}
     if event.patient.birth_date is not None:
         mine.update(born.get(event.patient.birth_date, {}))
-        if not mine and not any(i in owners for i in identifiers[event.event_id]):
-            # Nobody enrolled holds its identifiers or shares its birth date (most events of a
-            # feed): what match() decides, without normalising the names it would not score.
-            return decide((), config.policy)
-    return match(identifiers[event.event_id], event_demographics(event), owners, mine,
-                 _day(event).date(), config.policy)
+    if not mine and not any(i in owners for i in identifiers[event.event_id]):
+        # Nobody enrolled holds its identifiers or shares its birth date (most events of a
+        # feed): unmatched, as match() decides, without reading the rest of the event.
+        return decide((), config.policy)
+    if isinstance(given, Received):
+        try:
+            whole = given.full()
+        except ValidationError as exc:
+            log.error("transitions.undecodable_event", event_id=event.event_id,
+                      errors=exc.error_count())
+            return None
+    else:
+        whole = given
+    full[event.event_id] = whole
+    return match(identifiers[event.event_id], event_demographics(whole), owners, mine,
+                 _day(whole).date(), config.policy)
 
 
-def _unprocessed(conn: Connection, events: Sequence[AdtEvent]) -> list[AdtEvent]:
+def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> list[Incoming]:
     """Events without a ``processed_events`` row, first occurrence only, in order."""
-    ids = list({e.event_id for e in events})
+    ids = list({view_of(e).event_id for e in events})
     c = processed_events.c
     done = set(conn.execute(select(c.event_id).where(c.event_id.in_(ids), c.outcome != "failed"))
                .scalars())
-    todo: dict[str, AdtEvent] = {}
+    todo: dict[str, Incoming] = {}
     for e in events:
-        if e.event_id not in done:
-            todo.setdefault(e.event_id, e)
+        if (event_id := view_of(e).event_id) not in done:
+            todo.setdefault(event_id, e)
     return list(todo.values())
 
 
-def _candidates(conn: Connection, events: Sequence[AdtEvent],
+def _candidates(conn: Connection, events: Sequence[AdtEvent | AdtEventView],
                 identifiers: dict[str, tuple[MemberIdentifier, ...]],
                 owners: dict[MemberIdentifier, str]) -> dict[str, Member]:
     """Members the events could be: identifier hits, and for the rest, members born that day."""
@@ -156,14 +206,16 @@ def _candidates(conn: Connection, events: Sequence[AdtEvent],
     return found
 
 
-def _handle(conn: Connection, event: AdtEvent, found: MatchResult, ev: ClinicalEvent | None,
-            members: dict[str, Member], staff: dict[str, StaffMember], caseload: Counter[str],
-            config: Config, now: datetime, result: BatchResult,
+def _handle(conn: Connection, view: AdtEvent | AdtEventView, event: AdtEvent | None,
+            found: MatchResult, ev: ClinicalEvent | None, members: dict[str, Member],
+            staff: dict[str, StaffMember], caseload: Counter[str], config: Config,
+            now: datetime, result: BatchResult,
             batch: BatchEpisodes | None) -> tuple[str, str | None]:
+    """``event`` is the whole event when matching read it (every event with candidates)."""
     if found.outcome == "unmatched":
         return "unmatched", None
-    if found.outcome == "review" or found.member_id is None or ev is None:
-        _review(conn, event, found.reason, [(c.member_id, c.score) for c in found.candidates], now)
+    if found.outcome == "review" or found.member_id is None or ev is None or event is None:
+        _review(conn, view, found.reason, [(c.member_id, c.score) for c in found.candidates], now)
         return "review", None
     outcome = _apply(conn, event, ev, found.member_id, members, staff, caseload, config, now,
                      result, batch)
@@ -251,8 +303,8 @@ def snapshot(episode: Episode) -> EpisodeSnapshot:
         close_reason=episode.close_reason or None)
 
 
-def _review(conn: Connection, event: AdtEvent, reason: str, candidates: list[tuple[str, float]],
-            now: datetime) -> None:
+def _review(conn: Connection, event: AdtEvent | AdtEventView, reason: str,
+            candidates: list[tuple[str, float]], now: datetime) -> None:
     conn.execute(insert(match_reviews).values(
         event_id=event.event_id, message_id=event.message_id,
         facility=event.header.sending_facility or "", reason=reason,
@@ -260,7 +312,7 @@ def _review(conn: Connection, event: AdtEvent, reason: str, candidates: list[tup
         created_at=now))
 
 
-def _processed_row(event: AdtEvent, outcome: str, member_id: str | None,
+def _processed_row(event: AdtEvent | AdtEventView, outcome: str, member_id: str | None,
                    now: datetime) -> dict[str, object]:
     return {"event_id": event.event_id, "message_id": event.message_id,
             "facility": event.header.sending_facility or "", "outcome": outcome,
@@ -277,9 +329,9 @@ def _record_all(conn: Connection, rows: list[dict[str, object]]) -> None:
     conn.execute(insert(processed_events), rows)
 
 
-def record_failure(conn: Connection, event: AdtEvent, now: datetime) -> None:
+def record_failure(conn: Connection, event: Incoming, now: datetime) -> None:
     """An event that could not be processed: visible (outcome ``failed``), retried on replay."""
-    _record_all(conn, [_processed_row(event, "failed", None, now)])
+    _record_all(conn, [_processed_row(view_of(event), "failed", None, now)])
 
 
 def _day(event: AdtEvent) -> datetime:

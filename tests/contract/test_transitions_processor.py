@@ -27,7 +27,7 @@ from transcare.db.tables import (
 )
 from transitions.directory_store import SqlAlchemyDirectory
 from transitions.model import Member, MemberIdentifier, StaffMember
-from transitions.processor import BatchResult, Config, process_batch
+from transitions.processor import BatchResult, Config, Received, process_batch
 
 NOW = T0 + timedelta(days=30)
 
@@ -269,3 +269,65 @@ async def test_a_merge_locks_the_members_holding_its_prior_identifiers(
     assert taken == [["M9"], ["M1", "M9"]]
     (ep,) = await rows(database, episodes)
     assert ep["member_id"] == "M1"
+
+
+def received(events: Sequence[AdtEvent]) -> list[Received]:
+    """The events as the worker reads them off ``adt.events.v1``."""
+    return [Received.of(e.model_dump_json().encode()) for e in events]
+
+
+async def test_events_read_from_their_json_leave_what_whole_events_leave(
+        database: Database) -> None:
+    """The worker reads each record's view and the whole event only for possible members:
+    the database it leaves is the one whole events leave, row for row."""
+    await enrol(database, *MESSY_MEMBERS)
+    strangers = [adt("A04", f"x{i}", mrn=f"X{i}", family="OTHER", given="PAT",
+                     birth_date=dt.date(1990, 5, 5) + timedelta(days=i)) for i in range(5)]
+    feed = messy_batch(True) + strangers
+    whole = await run(database, feed)
+    held = await _ordered_rows(database)
+    await _forget_processing(database)
+    read = await run(database, received(feed))
+    assert await _ordered_rows(database) == held
+    assert read == whole
+    done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
+    assert [done[e.event_id] for e in strangers] == ["unmatched"] * 5
+
+
+def _spoilt(event: AdtEvent) -> Received:
+    """The event's JSON with a field outside the view that is not valid (a bad visit time)."""
+    doc = json.loads(event.model_dump_json())
+    doc["visit"]["admitted_at"] = "the day before yesterday"
+    return Received.of(json.dumps(doc).encode())
+
+
+async def test_an_enrolled_patients_event_not_valid_whole_is_failed_and_the_rest_go_on(
+        database: Database) -> None:
+    await enrol(database)
+    stranger = adt("A04", "x1", mrn="999", family="OTHER", given="PAT",
+                   birth_date=dt.date(1990, 5, 5))
+    batch = [*received(VISIT[:2]), _spoilt(stranger), _spoilt(VISIT[3]), *received(VISIT[2:3])]
+    result = await run(database, batch)
+    assert result.outcomes == {("applied", "GENHOSP"): 3, ("failed", "GENHOSP"): 1,
+                               ("unmatched", "GENHOSP"): 1}
+    done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
+    assert done == {"GENHOSP|c1": "applied", "GENHOSP|c2": "applied", "GENHOSP|x1": "unmatched",
+                    "GENHOSP|c3": "applied", "GENHOSP|c4": "failed"}
+    # The failed one is processed again when it comes again (a replay, a fixed producer).
+    again = await run(database, received(VISIT[3:]))
+    assert again.outcomes == {("applied", "GENHOSP"): 1} and again.skipped == 0
+    (ep,) = await rows(database, episodes)
+    assert ep["status"] == "discharged"
+
+
+@pytest.mark.parametrize("value", [b"not json", b'{"schema_version": 2}',
+                                   b'{"schema_version": 1, "event_id": "x"}'])
+def test_a_record_that_is_not_an_adt_event_is_dropped_and_counted(value: bytes) -> None:
+    from transcare import metrics
+    from transcare.transitions_agent import decode
+
+    failed = metrics.ADT_EVENTS_HANDLED.labels("failed", "")
+    before = failed._value.get()
+    good = VISIT[0].model_dump_json().encode()
+    assert [r.view.event_id for r in decode([value, good])] == ["GENHOSP|c1"]
+    assert failed._value.get() == before + 1
