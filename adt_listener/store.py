@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from transcare.db.database import AsyncEngineDatabase, Database, ThreadedSqliteDatabase
-from transcare.db.tables import messages
+from transcare.db.tables import messages, sqlite_text
 
 if TYPE_CHECKING:
     from adt_listener.pg_store import PgDriverRows
@@ -192,7 +192,7 @@ class SqlAlchemyMessageStore:
         if isinstance(self._db, ThreadedSqliteDatabase):
             sql = (f"UPDATE messages SET published_at = ? WHERE id IN "
                    f"({', '.join('?' for _ in ids)})")
-            params = (_sqlite_time(at), *ids)
+            params = (sqlite_text(at), *ids)
             await self._db.run_dbapi(lambda conn: conn.execute(sql, params))
             return
         assert self._pg is not None
@@ -207,9 +207,9 @@ class SqlAlchemyMessageStore:
         if not outcomes:
             return
         if isinstance(self._db, ThreadedSqliteDatabase):
-            keyed = [(o.status, o.reason, _sqlite_time(at), o.message_id,
-                      _sqlite_time(o.received_at)) for o in outcomes if o.received_at is not None]
-            loose = [(o.status, o.reason, _sqlite_time(at), o.message_id)
+            keyed = [(o.status, o.reason, sqlite_text(at), o.message_id,
+                      sqlite_text(o.received_at)) for o in outcomes if o.received_at is not None]
+            loose = [(o.status, o.reason, sqlite_text(at), o.message_id)
                      for o in outcomes if o.received_at is None]
 
             def apply(conn: sqlite3.Connection) -> None:
@@ -355,7 +355,7 @@ def oldest_in_flight_age(conn: Connection, now: datetime) -> float:
 
 
 def _sqlite_values(item: IncomingMessage) -> tuple[Any, ...]:
-    return (_sqlite_time(item.received_at), item.sending_facility, item.control_id,
+    return (sqlite_text(item.received_at), item.sending_facility, item.control_id,
             item.message_type, item.patient_key, item.peer, item.charset, item.raw, item.ack_code,
             item.ack, item.status, item.reason)
 
@@ -364,6 +364,3 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _sqlite_time(value: datetime) -> str:
-    # The UtcDateTime column's representation on SQLite: naive UTC text with microseconds.
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -31,6 +31,18 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 
+NAIVE = "naive datetime given to the database: use an aware datetime"
+
+
+def sqlite_text(value: datetime) -> str:
+    """A :class:`UtcDateTime` value as SQLite stores it: naive UTC text with microseconds,
+    ``YYYY-MM-DD HH:MM:SS.ffffff``, the text SQLAlchemy's DATETIME writes, for the listener's
+    statements that bypass SQLAlchemy (the same text, so rows read, compare and sort alike)."""
+    if value.tzinfo is None:
+        raise ValueError(NAIVE)
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Aware datetimes stored as UTC and always read back aware (SQLite keeps no offset)."""
 
@@ -41,7 +53,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database: use an aware datetime")
+            raise ValueError(NAIVE)
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
