@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -293,3 +294,31 @@ async def test_a_driver_transaction_whose_commit_fails_releases_the_write_lock(
         assert [n for (n,) in other.execute("SELECT count(*) FROM child")] == [0]
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+async def test_every_sqlite_connection_checkpoints_every_10000_pages(
+        tmp_path: Path, inline: bool) -> None:
+    """The worker's, the listener's and the web's connections (SQLAlchemy's, the raw driver
+    connection of the listener's hot path, and the async engine's) all leave the log to grow
+    to SQLITE_CHECKPOINT_PAGES before a checkpoint, and keep WAL mode."""
+    from transcare.db.engine import SQLITE_CHECKPOINT_PAGES, create_engine
+
+    def pragmas(c: Any) -> tuple[Any, ...]:
+        return (c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar(),
+                c.exec_driver_sql("PRAGMA journal_mode").scalar())
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    db = ThreadedSqliteDatabase(url, inline=inline)
+    try:
+        assert await db.run(pragmas) == (SQLITE_CHECKPOINT_PAGES, "wal")
+        assert await db.run_dbapi(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) \
+            == SQLITE_CHECKPOINT_PAGES
+    finally:
+        await db.dispose()
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(pragmas) == (SQLITE_CHECKPOINT_PAGES, "wal")
+    finally:
+        await engine.dispose()

@@ -25,7 +25,13 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError as DBAPIOperationalError
 
-from transcare.db.engine import JSON_CODEC, async_url, create_engine, is_sqlite
+from transcare.db.engine import (
+    JSON_CODEC,
+    SQLITE_CHECKPOINT_PAGES,
+    async_url,
+    create_engine,
+    is_sqlite,
+)
 
 T = TypeVar("T")
 
@@ -331,6 +337,7 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
