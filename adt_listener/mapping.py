@@ -11,28 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from adt_listener.hl7.er7 import Message
 from adt_listener.hl7.escapes import unescape
 from adt_listener.hl7.timestamps import TimestampError, parse_hl7_date, parse_hl7_datetime
-from schemas.adt_event import (
-    Address,
-    AdtEvent,
-    CodedValue,
-    Diagnosis,
-    EventInfo,
-    Header,
-    Identifier,
-    Insurance,
-    Location,
-    Merge,
-    Patient,
-    PersonName,
-    Provider,
-    Role,
-    Visit,
-)
+from schemas.adt_event import AdtEvent, Identifier
+
+Doc = dict[str, Any]  # one part of the event (a Header, a Patient, ...) before validation
 
 
 class MappingError(ValueError):
@@ -166,10 +153,12 @@ def to_adt_event(
     header = _map_header(f)
     patient = _map_patient(f)
     merge = _map_merge(f)
-    key = patient_key(patient.identifiers, merge.prior_identifiers if merge else ())
+    key = patient_key(patient["identifiers"], merge["prior_identifiers"] if merge else ())
     if not key:
         raise MappingError("PID", 3, "PID-3 has no patient identifier and there is no MRG-1")
-    return AdtEvent(
+    # The parts are plain dicts, validated into the event in one call: a model per part cost
+    # about a third of the mapping (docs/performance.md).
+    return AdtEvent.model_validate(dict(
         event_id=event_id(header, message_id),
         message_id=message_id,
         patient_key=key,
@@ -184,30 +173,36 @@ def to_adt_event(
         diagnoses=_map_diagnoses(f),
         insurance=_map_insurance(f),
         merge=merge,
-    )
+    ))
 
 
-def event_id(header: Header, message_id: int) -> str:
+def event_id(header: Doc, message_id: int) -> str:
     """``{MSH-4}|{MSH-10}``, or ``msg-{message_id}`` when MSH-10 is empty."""
-    if header.control_id:
-        return f"{header.sending_facility or ''}|{header.control_id}"
+    if header["control_id"]:
+        return f"{header['sending_facility'] or ''}|{header['control_id']}"
     return f"msg-{message_id}"
 
 
-def patient_key(identifiers: Sequence[Identifier], prior: Sequence[Identifier] = ()) -> str:
+def patient_key(identifiers: Sequence[Identifier | Doc],
+                prior: Sequence[Identifier | Doc] = ()) -> str:
     """The Kafka key: ``value@authority`` of the first PID-3 identifier, else of MRG-1, else ''."""
     first = identifiers[:1] or prior[:1]
-    return f"{first[0].value}@{first[0].assigning_authority or ''}" if first else ""
+    if not first:
+        return ""
+    cx = first[0]
+    value, authority = ((cx["value"], cx["assigning_authority"]) if isinstance(cx, dict)
+                        else (cx.value, cx.assigning_authority))
+    return f"{value}@{authority or ''}"
 
 
-def _map_header(f: _Fields) -> Header:
+def _map_header(f: _Fields) -> Doc:
     """MSH. The message type (MSH-9.1) is required."""
     msh = f.message.segment("MSH")
     control_id, processing_id, version, character_set = f.values(msh, (10, 11, 12, 18))
     msg = f.parts(f.first(msh, 9), 3)
     if msg[0] is None:
         raise MappingError("MSH", 9, "MSH-9 message type is empty")
-    return Header(
+    return dict(
         # MSH-3 to MSH-6 (HD) are read from the whole field: they do not repeat.
         sending_application=_hd(f, _whole(msh, 3)),
         sending_facility=_hd(f, _whole(msh, 4)),
@@ -229,13 +224,13 @@ def _whole(seg: list[str] | None, field: int) -> str:
     return seg[field] if seg is not None and field < len(seg) else ""
 
 
-def _map_event(f: _Fields) -> EventInfo | None:
+def _map_event(f: _Fields) -> Doc | None:
     """EVN, or None when the message has none."""
     evn = f.message.segment("EVN")
     if evn is None:
         return None
     event_type_code, event_facility = f.values(evn, (1, 7))
-    return EventInfo(
+    return dict(
         event_type_code=event_type_code,  # EVN-1
         recorded_at=f.time("EVN", 2, "recorded time"),
         occurred_at=f.time("EVN", 6, "event occurred time"),
@@ -243,11 +238,11 @@ def _map_event(f: _Fields) -> EventInfo | None:
     )
 
 
-def _map_patient(f: _Fields) -> Patient:
+def _map_patient(f: _Fields) -> Doc:
     """The first PID; an empty Patient when there is none (e.g. A06 carrying only MRG)."""
     pid = f.message.segment("PID")
     sex, account_number, death_indicator = f.values(pid, (8, 18, 30))
-    return Patient(
+    return dict(
         identifiers=_identifiers(f, pid, 3),
         name=_name(f, pid),
         birth_date=f.day("PID", 7, "birth date"),
@@ -260,27 +255,27 @@ def _map_patient(f: _Fields) -> Patient:
     )
 
 
-def _map_primary_care_provider(f: _Fields) -> Provider | None:
+def _map_primary_care_provider(f: _Fields) -> Doc | None:
     """PD1-4, first repetition."""
     return _provider(f, f.first(f.message.segment("PD1"), 4))
 
 
-def _map_roles(f: _Fields) -> tuple[Role, ...]:
+def _map_roles(f: _Fields) -> tuple[Doc, ...]:
     """Every ROL: ROL-3.1 role code, ROL-4 person (first repetition)."""
     return tuple(
-        Role(role_code=f.values(rol, (3,))[0], person=_provider(f, f.first(rol, 4)))
+        dict(role_code=f.values(rol, (3,))[0], person=_provider(f, f.first(rol, 4)))
         for rol in f.message.all("ROL")
     )
 
 
-def _map_visit(f: _Fields) -> Visit | None:
+def _map_visit(f: _Fields) -> Doc | None:
     """PV1 (with PV2-3 admit reason), or None when the message has no PV1."""
     pv1 = f.message.segment("PV1")
     if pv1 is None:
         return None
     (patient_class, admission_type, hospital_service, admit_source, visit_number,
      discharge_disposition, discharged_to_location) = f.values(pv1, (2, 4, 10, 14, 19, 36, 37))
-    return Visit(
+    return dict(
         patient_class=patient_class,  # PV1-2
         location=_location(f, _whole(pv1, 3)),
         admission_type=admission_type,  # PV1-4
@@ -298,7 +293,7 @@ def _map_visit(f: _Fields) -> Visit | None:
     )
 
 
-def _map_diagnoses(f: _Fields) -> tuple[Diagnosis, ...]:
+def _map_diagnoses(f: _Fields) -> tuple[Doc, ...]:
     """Every DG1 that carries anything."""
     found = []
     for dg1 in f.message.all("DG1"):
@@ -312,11 +307,11 @@ def _map_diagnoses(f: _Fields) -> tuple[Diagnosis, ...]:
             priority=priority,  # DG1-15
         )
         if any(parts.values()):
-            found.append(Diagnosis(**parts))
+            found.append(parts)
     return tuple(found)
 
 
-def _map_insurance(f: _Fields) -> tuple[Insurance, ...]:
+def _map_insurance(f: _Fields) -> tuple[Doc, ...]:
     """Every IN1 that carries anything; the member id is IN1-49.1, else IN1-36."""
     found = []
     for in1 in f.message.all("IN1"):
@@ -325,17 +320,17 @@ def _map_insurance(f: _Fields) -> tuple[Insurance, ...]:
         parts = dict(plan_id=plan_id, company_id=company_id, company_name=company_name,
                      member_id=member_id or insured_id)
         if any(parts.values()):
-            found.append(Insurance(**parts))
+            found.append(parts)
     return tuple(found)
 
 
-def _map_merge(f: _Fields) -> Merge | None:
+def _map_merge(f: _Fields) -> Doc | None:
     """MRG (the first), or None when absent."""
     mrg = f.message.segment("MRG")
     if mrg is None:
         return None
     prior_account, prior_visit_number = f.values(mrg, (3, 5))
-    return Merge(
+    return dict(
         prior_identifiers=_identifiers(f, mrg, 1),
         prior_account=prior_account,  # MRG-3.1
         prior_visit_number=prior_visit_number,  # MRG-5.1
@@ -351,14 +346,14 @@ def _hd(f: _Fields, raw: str) -> str | None:
     return hd[0] or hd[1]
 
 
-def _identifiers(f: _Fields, seg: list[str] | None, field: int) -> tuple[Identifier, ...]:
+def _identifiers(f: _Fields, seg: list[str] | None, field: int) -> tuple[Doc, ...]:
     """CX, every repetition that has an ID (CX-1); explicit nulls are skipped."""
     found = []
     for raw in f.reps(seg, field):
         cx = f.parts(raw, 6)
         if cx[0] is None:
             continue
-        found.append(Identifier(
+        found.append(dict(
             value=cx[0],
             # CX-4 HD.1, else HD.2
             assigning_authority=cx[3] or (f.pick(raw, 4, 2) if f._sub in raw else None),
@@ -368,21 +363,21 @@ def _identifiers(f: _Fields, seg: list[str] | None, field: int) -> tuple[Identif
     return tuple(found)
 
 
-def _name(f: _Fields, pid: list[str] | None) -> PersonName | None:
+def _name(f: _Fields, pid: list[str] | None) -> Doc | None:
     """XPN, PID-5 first repetition: XPN-1.1 family (FN.1), XPN-2..5."""
     xpn = f.parts(f.first(pid, 5), 5)
     if not any(xpn):
         return None
-    return PersonName(family=xpn[0], given=xpn[1], middle=xpn[2], suffix=xpn[3],
+    return dict(family=xpn[0], given=xpn[1], middle=xpn[2], suffix=xpn[3],
                       prefix=xpn[4])
 
 
-def _address(f: _Fields, pid: list[str] | None) -> Address | None:
+def _address(f: _Fields, pid: list[str] | None) -> Doc | None:
     """XAD, PID-11 first repetition: XAD-1.1 street (SAD.1), XAD-2..6."""
     xad = f.parts(f.first(pid, 11), 6)
     if not any(xad):
         return None
-    return Address(street=xad[0], other=xad[1], city=xad[2], state=xad[3], zip=xad[4],
+    return dict(street=xad[0], other=xad[1], city=xad[2], state=xad[3], zip=xad[4],
                    country=xad[5])
 
 
@@ -397,28 +392,28 @@ def _phones(f: _Fields, pid: list[str] | None) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _provider(f: _Fields, raw: str) -> Provider | None:
+def _provider(f: _Fields, raw: str) -> Doc | None:
     """XCN: XCN-1 id, XCN-2.1 family (FN.1), XCN-3 given; None when blank."""
     if not raw:
         return None
     xcn = f.parts(raw, 3)
     if not any(xcn):
         return None
-    return Provider(id=xcn[0], family=xcn[1], given=xcn[2])
+    return dict(id=xcn[0], family=xcn[1], given=xcn[2])
 
 
-def _location(f: _Fields, raw: str) -> Location | None:
+def _location(f: _Fields, raw: str) -> Doc | None:
     """PL (first repetition): .1 point of care, .2 room, .3 bed, .4 facility HD.1, .7, .8."""
     pl = f.parts(raw.split(f._rep, 1)[0], 8)
     if not any(pl[:4]) and not pl[6] and not pl[7]:  # PL.5 and PL.6 are not mapped
         return None
-    return Location(point_of_care=pl[0], room=pl[1], bed=pl[2], facility=pl[3],
+    return dict(point_of_care=pl[0], room=pl[1], bed=pl[2], facility=pl[3],
                     building=pl[6], floor=pl[7])
 
 
-def _coded(f: _Fields, raw: str) -> CodedValue | None:
+def _coded(f: _Fields, raw: str) -> Doc | None:
     """CWE/CE, first repetition: code, text, coding system."""
     cwe = f.parts(raw, 3)
     if not any(cwe):
         return None
-    return CodedValue(code=cwe[0], text=cwe[1], coding_system=cwe[2])
+    return dict(code=cwe[0], text=cwe[1], coding_system=cwe[2])
