@@ -14,29 +14,42 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from adt_listener.hl7.er7 import Er7Error, Message
-from adt_listener.mapping import MappingError, to_adt_event
+from adt_listener.mapping import Doc, MappingError, event_json, map_event
 from adt_listener.store import DEADLETTERED, PROCESSED, Outcome
 from schemas.adt_event import AdtEvent, DeadLetter, RawMessage
 
 
 @dataclass(frozen=True, slots=True)
 class Normalised:
-    """The result for one record: exactly one of ``event`` and ``deadletter`` is set.
+    """The result for one record: exactly one of ``doc`` (the event, as
+    :func:`~adt_listener.mapping.map_event` made it) and ``deadletter`` is set.
 
     ``outcome`` is None when the record was unreadable and names no stored message.
     """
 
     key: bytes
-    event: AdtEvent | None
+    doc: Doc | None
     deadletter: DeadLetter | None
     outcome: Outcome | None
     received_at: datetime | None = None
 
     @property
     def value(self) -> bytes:
-        model = self.event if self.event is not None else self.deadletter
-        assert model is not None
-        return model.model_dump_json().encode("utf-8")
+        """The record to publish: the event's JSON, or the dead letter's."""
+        if self.doc is not None:
+            return event_json(self.doc)
+        assert self.deadletter is not None
+        return self.deadletter.model_dump_json().encode("utf-8")
+
+    @property
+    def event(self) -> AdtEvent | None:
+        """The event as the model (validated now: the hot path publishes ``value`` only)."""
+        return AdtEvent.model_validate(self.doc) if self.doc is not None else None
+
+    @property
+    def trigger(self) -> str:
+        """MSH-9.2 of the event ('' for a dead letter or an event without one)."""
+        return (self.doc["header"]["trigger_event"] or "") if self.doc is not None else ""
 
 
 def normalise(key: bytes, value: bytes, time_zone: Callable[[str], ZoneInfo],
@@ -47,8 +60,8 @@ def normalise(key: bytes, value: bytes, time_zone: Callable[[str], ZoneInfo],
     except ValidationError as exc:
         return _unreadable(key, exc, now())
     try:
-        event = to_adt_event(Message(raw.text), message_id=raw.message_id,
-                             received_at=raw.received_at, tz=time_zone(raw.sending_facility))
+        doc = map_event(Message(raw.text), message_id=raw.message_id,
+                        received_at=raw.received_at, tz=time_zone(raw.sending_facility))
     except MappingError as exc:
         return _dead(key, raw, exc.reason, exc.segment, exc.field, now())
     except Er7Error as exc:
@@ -57,7 +70,7 @@ def normalise(key: bytes, value: bytes, time_zone: Callable[[str], ZoneInfo],
         return _dead(key, raw, f"unmappable message ({type(exc).__name__}); report it as a "
                      "defect", None, None, now())
     outcome = Outcome(raw.message_id, PROCESSED, None, raw.received_at)
-    return Normalised(key, event, None, outcome, raw.received_at)
+    return Normalised(key, doc, None, outcome, raw.received_at)
 
 
 def _dead(key: bytes, raw: RawMessage, reason: str, segment: str | None, field: int | None,

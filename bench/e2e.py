@@ -1361,7 +1361,7 @@ def profile_worker(opts: Options, report: Report, database_url: str, sqlite_path
                 t1 = time.perf_counter()
                 results = await _undecided(store, results)
                 t2 = time.perf_counter()
-                values = [r.value for r in results if r.event is not None]
+                values = [r.value for r in results if r.doc is not None]
                 t3 = time.perf_counter()
                 await _record(store, results)
                 t4 = time.perf_counter()

@@ -260,14 +260,14 @@ async def _undecided(store: SqlAlchemyMessageStore,
 async def _publish(results: list[Normalised], publisher: KafkaPublisher) -> None:
     """Send a batch's events and dead letters, keyed by patient (each topic in batch order),
     and wait until the broker acknowledged all of them."""
-    events = [(r.key, r.value) for r in results if r.event is not None]
-    dead = [(r.key, r.value) for r in results if r.event is None]
+    events = [(r.key, r.value) for r in results if r.doc is not None]
+    dead = [(r.key, r.value) for r in results if r.doc is None]
     await asyncio.gather(*(publisher.publish(topic, records) for topic, records in
                            ((ADT_EVENTS.name, events), (ADT_DEADLETTER.name, dead)) if records))
     now = datetime.now(UTC)
     for r in results:
-        if r.event is not None:
-            metrics.EVENTS_NORMALISED.labels(r.event.header.trigger_event or "").inc()
+        if r.doc is not None:
+            metrics.EVENTS_NORMALISED.labels(r.trigger).inc()
         else:
             metrics.DEADLETTERS.labels(location(r)).inc()
             log.warning("normaliser.deadlettered", message_id=r.deadletter.message_id

@@ -597,3 +597,85 @@ def test_event_is_frozen_and_json_round_trips() -> None:
         2024, 3, 10, 7, 30, tzinfo=UTC)
     with pytest.raises(ValueError):
         event.__setattr__("event_id", "other")
+
+
+# --- the normaliser's JSON (map_event + event_json) is the model's JSON -----------------------
+
+
+def _mutants(texts: list[str], n: int, seed: int) -> list[str]:
+    """``n`` copies of the texts with 1-4 characters replaced, deleted or inserted (delimiters,
+    escapes, digits, segment breaks): odd dates, offsets, empty and extra components."""
+    import random
+
+    rng = random.Random(seed)
+    chars = "|^~\\&\r\"XY0 T-+.1"
+    out = []
+    for _ in range(n):
+        t = list(rng.choice(texts))
+        for _ in range(rng.randint(1, 4)):
+            k, op = rng.randrange(len(t)), rng.random()
+            if op < 0.4:
+                t[k] = rng.choice(chars)
+            elif op < 0.7:
+                del t[k]
+            else:
+                t.insert(k, rng.choice(chars))
+        out.append("".join(t))
+    return out
+
+
+def test_event_json_is_the_models_json_for_the_corpus_and_its_mutants() -> None:
+    """The normaliser publishes event_json(map_event(...)) without building the model: the
+    bytes must be the model's, for every message the mapping accepts."""
+    from adt_listener.mapping import event_json, map_event
+
+    _require_corpus()
+    texts = [c.values[1] for c in CORPUS_CASES]
+    # received_at as the normaliser has it: read by pydantic from the raw envelope.
+    received = AdtEvent.model_validate_json(_map(texts[0]).model_dump_json()).received_at
+    compared = 0
+    for text in texts + _mutants(texts, 3000, seed=7):
+        try:
+            doc = map_event(Message(text), message_id=9, received_at=received, tz=TZ)
+        except Exception:
+            continue
+        assert event_json(doc) == AdtEvent.model_validate(doc).model_dump_json().encode(), text
+        compared += 1
+    assert compared > 1000
+
+
+@pytest.mark.parametrize("zone", ["America/Chicago", "Africa/Monrovia", "UTC", "Asia/Kathmandu"])
+@pytest.mark.parametrize("msh7", ["18500101120000", "19700101120000", "20240715120000",
+                                  "20240715120000+0545", "20240715120000-0000"])
+def test_event_json_writes_every_offset_as_the_model_does(zone: str, msh7: str) -> None:
+    """Local mean time offsets have seconds (Chicago before 1883: -5:50:36; Monrovia until
+    1972: -0:44:30): the model truncates them to the minute, orjson would round them."""
+    from adt_listener.mapping import event_json, map_event
+
+    text = _ts_message(msh7=msh7)
+    doc = map_event(Message(text), message_id=1, received_at=RECEIVED, tz=ZoneInfo(zone))
+    assert event_json(doc) == AdtEvent.model_validate(doc).model_dump_json().encode()
+
+
+def test_event_json_checks_the_offset_of_every_time_field() -> None:
+    """event_json's offset check (_whole_minute_offsets) names the event's times one by one:
+    a time field added to the schema must be added there too."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def times(model: type[BaseModel], path: str) -> list[str]:
+        found = []
+        for name, info in model.model_fields.items():
+            for arg in [info.annotation, *typing.get_args(info.annotation)]:
+                inner = typing.get_args(arg) if typing.get_origin(arg) is tuple else (arg,)
+                for t in inner:
+                    if t is datetime or "AwareDatetime" in repr(t):
+                        found.append(f"{path}{name}")
+                    elif isinstance(t, type) and issubclass(t, BaseModel):
+                        found += times(t, f"{path}{name}.")
+        return sorted(set(found))
+
+    assert times(AdtEvent, "") == [
+        "event.occurred_at", "event.recorded_at", "header.message_time", "patient.death_time",
+        "received_at", "visit.admitted_at", "visit.discharged_at"]
