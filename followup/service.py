@@ -26,6 +26,7 @@ from followup.rules import RuleSet
 from followup.task import Task, TaskChange
 from followup.task_store import BatchTasks, claim_due, save_tasks, workload
 from schemas.episode_event import EpisodeEvent
+from transcare.db.lists import one_of
 from transcare.db.tables import episodes, planned_events
 from transitions.directory_store import load_staff
 from transitions.model import StaffMember
@@ -50,9 +51,9 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
     """Plan every episode event not planned before; the number of task changes made."""
     ids = list({e.event_id for e in events})
     done = set(conn.execute(select(planned_events.c.event_id)
-                            .where(planned_events.c.event_id.in_(ids))).scalars())
+                            .where(one_of(conn, planned_events.c.event_id, ids))).scalars())
     known = set(conn.execute(select(episodes.c.id).where(
-        episodes.c.id.in_({e.episode_id for e in events}))).scalars())
+        one_of(conn, episodes.c.id, {e.episode_id for e in events}))).scalars())
     staff = staff_directory(conn)
     pctx = PlanContext(ctx.rules, ctx.calendar, staff, Workload(lambda: workload(conn)),
                        ctx.delegation)

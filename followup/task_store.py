@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, func, insert, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from followup.task import ACTIVE, Priority, Step, Task, TaskStatus
+from transcare.db.lists import one_of_param
 from transcare.db.tables import task_history, tasks
 from transcare.db.upsert import upsert
 
@@ -68,24 +69,25 @@ def load_tasks(conn: Connection, *, ids: Iterable[str] = (), episode_ids: Iterab
         params["members"] = [member_id]
     if not params:
         return []
-    query = _tasks_query("ids" in params, "episodes" in params, "members" in params, active_only)
+    query = _tasks_query(conn.dialect.name, "ids" in params, "episodes" in params,
+                         "members" in params, active_only)
     return [task_from_row(r) for r in conn.execute(query, params).mappings()]
 
 
 @cache
-def _tasks_query(by_ids: bool, by_episodes: bool, by_members: bool, active_only: bool,
-                 lock: bool = False) -> Select[Any]:
+def _tasks_query(dialect: str, by_ids: bool, by_episodes: bool, by_members: bool,
+                 active_only: bool, lock: bool = False) -> Select[Any]:
     """The tasks statement for one combination of filters, built once (it runs for every
     planning batch and command; building it cost more than running it). Oldest first; with
     ``lock`` (PostgreSQL), ``FOR UPDATE`` in id order, the order every writer locks tasks in."""
     c = tasks.c
     conds: list[Any] = []
     if by_ids:
-        conds.append(c.id.in_(bindparam("ids", expanding=True)))
+        conds.append(one_of_param(dialect, c.id, "ids"))
     if by_episodes:
-        conds.append(c.episode_id.in_(bindparam("episodes", expanding=True)))
+        conds.append(one_of_param(dialect, c.episode_id, "episodes"))
     if by_members:
-        conds.append(c.member_id.in_(bindparam("members", expanding=True)))
+        conds.append(one_of_param(dialect, c.member_id, "members"))
     query = select(tasks).where(or_(*conds))
     if active_only:
         query = query.where(c.status.in_(ACTIVE))
@@ -115,7 +117,7 @@ class BatchTasks:
         params: dict[str, Any] = {"episodes": sorted(episode_ids), "members": sorted(member_ids)}
         if not episode_ids and not member_ids:
             return batch
-        query = _tasks_query(False, bool(episode_ids), bool(member_ids), False,
+        query = _tasks_query(conn.dialect.name, False, bool(episode_ids), bool(member_ids), False,
                              conn.dialect.name == "postgresql")
         for row in conn.execute(query, params).mappings():
             batch._keep(row["created_at"], task_from_row(row))

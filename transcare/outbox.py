@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from transcare import metrics
 from transcare.db.database import Database
 from transcare.db.leases import acquire, release
+from transcare.db.lists import one_of
 from transcare.db.tables import outbox
 
 log = structlog.get_logger("transcare.outbox")
@@ -46,7 +47,7 @@ def unpublished(conn: Connection, limit: int) -> list[Row]:
 
 
 def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=now))
+    conn.execute(update(outbox).where(one_of(conn, outbox.c.id, ids)).values(published_at=now))
 
 
 def prune(conn: Connection, before: datetime) -> int:

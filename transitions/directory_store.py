@@ -16,10 +16,11 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Table, delete, insert, select, tuple_
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.database import Database
+from transcare.db.lists import one_of, pair_in
 from transcare.db.tables import member_identifiers, members, staff
 from transcare.db.upsert import upsert
 from transitions.directory import (
@@ -123,7 +124,7 @@ def identifier_owners(conn: Connection, ids: Iterable[MemberIdentifier]) -> _Own
     for batch in _chunks(ids):
         pairs = [(i.value, i.authority) for i in batch]
         query = select(c.value, c.authority, c.member_id, c.source).where(
-            tuple_(c.value, c.authority).in_(pairs))
+            pair_in(conn, c.value, c.authority, pairs))
         for value, authority, member_id, source in conn.execute(query):
             owners[MemberIdentifier(value, authority)] = (member_id, source)
     return owners
@@ -139,7 +140,7 @@ def load_members(conn: Connection, member_ids: Iterable[str]) -> dict[str, Membe
     """Members by id, with all their identifiers (sorted); unknown ids are absent."""
     found: dict[str, Member] = {}
     for batch in _chunks(member_ids):
-        rows = conn.execute(select(members).where(members.c.member_id.in_(batch))).mappings()
+        rows = conn.execute(select(members).where(one_of(conn, members.c.member_id, batch))).mappings()
         found.update(_members(conn, list(rows)))
     return found
 
@@ -148,7 +149,7 @@ def members_born_on(conn: Connection, dates: Iterable[dt.date]) -> list[Member]:
     """Members whose birth date is one of ``dates`` (demographic matching), by member id."""
     found: list[Member] = []
     for batch in _chunks(dates):
-        query = select(members).where(members.c.birth_date.in_(batch))
+        query = select(members).where(one_of(conn, members.c.birth_date, batch))
         found.extend(_members(conn, list(conn.execute(query).mappings())).values())
     return sorted(found, key=lambda m: m.member_id)
 
@@ -171,7 +172,7 @@ def _identifiers(conn: Connection, member_ids: Sequence[str],
     c = member_identifiers.c
     found: dict[str, set[MemberIdentifier]] = {}
     for batch in _chunks(member_ids):
-        conds = [c.member_id.in_(batch), *([c.source.in_(sources)] if sources else [])]
+        conds = [one_of(conn, c.member_id, batch), *([c.source.in_(sources)] if sources else [])]
         query = select(c.member_id, c.value, c.authority).where(*conds)
         for member_id, value, authority in conn.execute(query):
             found.setdefault(member_id, set()).add(MemberIdentifier(value, authority))
@@ -265,7 +266,7 @@ def _current(conn: Connection, table: Table, key: str, columns: Sequence[str],
              keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for batch in _chunks(keys):
-        query = select(*(table.c[name] for name in columns)).where(table.c[key].in_(batch))
+        query = select(*(table.c[name] for name in columns)).where(one_of(conn, table.c[key], batch))
         found.update({row[key]: dict(row) for row in conn.execute(query).mappings()})
     return found
 
@@ -279,7 +280,7 @@ def _replace_identifiers(conn: Connection,
     dropped = [(i.value, i.authority) for held, listed in changes.values() for i in held - listed]
     for batch in _chunks(dropped):
         conn.execute(delete(member_identifiers).where(
-            tuple_(c.value, c.authority).in_(batch), c.source == ROSTER))
+            pair_in(conn, c.value, c.authority, batch), c.source == ROSTER))
     added = [{"value": i.value, "authority": i.authority, "member_id": member_id,
               "source": ROSTER}
              for member_id, (held, listed) in changes.items() for i in sorted(listed - held)]

@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from functools import cache
+from typing import Any, NamedTuple, cast
 
 import orjson
-from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Delete, Select, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.engine import json_dumps
+from transcare.db.lists import one_of, one_of_param, pair_in, pair_in_param, pair_params
 from transcare.db.tables import (
     episode_flags,
     episode_timeline,
@@ -49,33 +51,48 @@ def lock_member(conn: Connection, member_id: str) -> None:
 def lock_members(conn: Connection, member_ids: Sequence[str]) -> None:
     """PostgreSQL: take the row locks of ``member_ids`` in member-id order (one statement)."""
     if conn.dialect.name == "postgresql" and member_ids:
-        conn.execute(select(members.c.member_id).where(members.c.member_id.in_(member_ids))
+        conn.execute(select(members.c.member_id).where(one_of(conn, members.c.member_id, member_ids))
                      .order_by(members.c.member_id).with_for_update())
 
 
-# The statements run for every event, built once with bound parameters: building a statement
-# (and its cache key) cost about three times what running it costs on SQLite.
+# The statements run for every event, built once a dialect with bound parameters: building a
+# statement (and its cache key) cost about three times what running it costs on SQLite. Lists
+# are bound as one_of_param / pair_in_param: one statement whatever their length.
 _E = episodes.c
-_OF_MEMBERS = select(episodes).where(_E.member_id.in_(bindparam("members", expanding=True)))
-_OF_MEMBERS_OR_IDS = select(episodes).where(or_(
-    _E.member_id.in_(bindparam("members", expanding=True)),
-    _E.id.in_(bindparam("ids", expanding=True))))
+
+
+class _Statements(NamedTuple):
+    of_members: Select[Any]
+    of_members_or_ids: Select[Any]
+    visits_of: Select[Any]
+    flags_of: Select[Any]
+    visits_at: Select[Any]
+    drop_flags: Delete
+
+
+@cache
+def _statements(dialect: str) -> _Statements:
+    v, f = episode_visits.c, episode_flags.c
+    return _Statements(
+        of_members=select(episodes).where(one_of_param(dialect, _E.member_id, "members")),
+        of_members_or_ids=select(episodes).where(or_(
+            one_of_param(dialect, _E.member_id, "members"), one_of_param(dialect, _E.id, "ids"))),
+        visits_of=select(v.facility_key, v.visit_number, v.episode_id).where(
+            one_of_param(dialect, v.episode_id, "ids")),
+        flags_of=select(f.episode_id, f.flag, f.raised_at, f.detail).where(
+            one_of_param(dialect, f.episode_id, "ids")).order_by(f.raised_at, f.flag),
+        visits_at=select(v.facility_key, v.visit_number, v.episode_id).where(
+            pair_in_param(dialect, v.facility_key, v.visit_number, "keys")),
+        drop_flags=delete(episode_flags).where(one_of_param(dialect, f.episode_id, "ids")))
+
+
+def _sql(conn: Connection) -> _Statements:
+    return _statements(conn.dialect.name)
+
+
 _VISIT_OWNER = select(episode_visits.c.episode_id).where(
     episode_visits.c.facility_key == bindparam("facility_key"),
     episode_visits.c.visit_number == bindparam("visit_number"))
-_VISITS_OF = select(episode_visits.c.facility_key, episode_visits.c.visit_number,
-                    episode_visits.c.episode_id).where(
-    episode_visits.c.episode_id.in_(bindparam("ids", expanding=True)))
-_FLAGS_OF = select(episode_flags.c.episode_id, episode_flags.c.flag, episode_flags.c.raised_at,
-                   episode_flags.c.detail).where(
-    episode_flags.c.episode_id.in_(bindparam("ids", expanding=True))).order_by(
-    episode_flags.c.raised_at, episode_flags.c.flag)
-_VISITS_AT = select(episode_visits.c.facility_key, episode_visits.c.visit_number,
-                    episode_visits.c.episode_id).where(
-    tuple_(episode_visits.c.facility_key, episode_visits.c.visit_number).in_(
-        bindparam("keys", expanding=True)))
-_DROP_FLAGS = delete(episode_flags).where(
-    episode_flags.c.episode_id.in_(bindparam("ids", expanding=True)))
 _ADD_FLAGS = insert(episode_flags)
 _ADD_TIMELINE = insert(episode_timeline)
 _ADD_OUTBOX = insert(outbox)
@@ -88,16 +105,16 @@ def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str,
     prior_members = members_holding(conn, prior_identifiers) - {member.member_id}
     owners = _visit_owners(conn, visit_keys)
     if prior_identifiers:
-        conds = [_E.member_id.in_([member.member_id, *prior_members]),
-                 _E.patient_identifier.in_([str(i) for i in prior_identifiers])]
+        conds = [one_of(conn, _E.member_id, [member.member_id, *prior_members]),
+                 one_of(conn, _E.patient_identifier, [str(i) for i in prior_identifiers])]
         if owners:
-            conds.append(_E.id.in_(set(owners.values())))
+            conds.append(one_of(conn, _E.id, set(owners.values())))
         query = conn.execute(select(episodes).where(or_(*conds)))
     elif owners:
-        query = conn.execute(_OF_MEMBERS_OR_IDS, {"members": [member.member_id],
+        query = conn.execute(_sql(conn).of_members_or_ids, {"members": [member.member_id],
                                                   "ids": sorted(set(owners.values()))})
     else:
-        query = conn.execute(_OF_MEMBERS, {"members": [member.member_id]})
+        query = conn.execute(_sql(conn).of_members, {"members": [member.member_id]})
     rows = list(query.mappings())
     loaded = _episodes(conn, rows)
     visits = _visits_of(conn, list(loaded))
@@ -111,8 +128,8 @@ def members_holding(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[st
     if not ids:
         return set()
     c = member_identifiers.c
-    query = select(c.member_id).where(tuple_(c.value, c.authority).in_(
-        [(i.value, i.authority) for i in ids]))
+    query = select(c.member_id).where(pair_in(conn, c.value, c.authority,
+                                              [(i.value, i.authority) for i in ids]))
     return set(conn.execute(query).scalars())
 
 
@@ -129,7 +146,7 @@ def _visit_owners(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tup
 def _visits_of(conn: Connection, episode_ids: list[str]) -> dict[tuple[str, str], str]:
     if not episode_ids:
         return {}
-    return {(f, v): e for f, v, e in conn.execute(_VISITS_OF, {"ids": episode_ids})}
+    return {(f, v): e for f, v, e in conn.execute(_sql(conn).visits_of, {"ids": episode_ids})}
 
 
 def _episodes(conn: Connection, rows: Sequence[RowMapping]) -> dict[str, Episode]:
@@ -141,7 +158,8 @@ def load_flags(conn: Connection, episode_ids: Sequence[str]) -> dict[str, tuple[
     if not episode_ids:
         return {}
     found: dict[str, list[Flag]] = {}
-    for episode_id, name, raised_at, detail in conn.execute(_FLAGS_OF, {"ids": list(episode_ids)}):
+    for episode_id, name, raised_at, detail in conn.execute(_sql(conn).flags_of,
+                                                           {"ids": list(episode_ids)}):
         found.setdefault(episode_id, []).append(Flag(cast(FlagName, name), raised_at, detail or {}))
     return {k: tuple(v) for k, v in found.items()}
 
@@ -249,9 +267,11 @@ class BatchEpisodes:
              visit_keys: Collection[tuple[str, str]]) -> BatchEpisodes:
         """The episodes of ``member_ids`` and of whoever owns ``visit_keys``, their flags and
         their visit keys."""
-        owners = ({(f, v): e for f, v, e in conn.execute(_VISITS_AT, {"keys": sorted(visit_keys)})}
+        sql = _sql(conn)
+        keys = pair_params(conn.dialect.name, "keys", sorted(visit_keys))
+        owners = ({(f, v): e for f, v, e in conn.execute(sql.visits_at, keys)}
                   if visit_keys else {})
-        rows = list(conn.execute(_OF_MEMBERS_OR_IDS, {
+        rows = list(conn.execute(sql.of_members_or_ids, {
             "members": sorted(member_ids), "ids": sorted(set(owners.values()))}).mappings())
         batch = cls(episodes=_episodes(conn, rows))
         for episode in batch.episodes.values():
@@ -328,7 +348,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def _save_flags(conn: Connection, changed: Sequence[Episode]) -> None:
     if not changed:
         return
-    conn.execute(_DROP_FLAGS, {"ids": [e.id for e in changed]})
+    conn.execute(_sql(conn).drop_flags, {"ids": [e.id for e in changed]})
     rows = [{"episode_id": e.id, "flag": f.name, "raised_at": f.raised_at,
              "detail": _detail_json(f.detail)} for e in changed for f in e.flags]
     if rows:
@@ -353,7 +373,7 @@ def _learn(conn: Connection, member_id: str, learned: Sequence[MemberIdentifier]
 def _holders_map(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[MemberIdentifier]:
     c = member_identifiers.c
     query = select(c.value, c.authority).where(
-        tuple_(c.value, c.authority).in_([(i.value, i.authority) for i in ids]))
+        pair_in(conn, c.value, c.authority, [(i.value, i.authority) for i in ids]))
     return {MemberIdentifier(v, a) for v, a in conn.execute(query)}
 
 

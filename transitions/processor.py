@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from schemas.adt_event import AdtEvent, AdtEventView
 from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
 from schemas.topics import EPISODES
+from transcare.db.lists import one_of
 from transcare.db.tables import match_reviews, outbox, processed_events
 from transitions.clinical import ClinicalEvent, clinical_event
 from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
@@ -184,7 +185,7 @@ def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> list[Incoming]
     """Events without a ``processed_events`` row, first occurrence only, in order."""
     ids = list({view_of(e).event_id for e in events})
     c = processed_events.c
-    done = set(conn.execute(select(c.event_id).where(c.event_id.in_(ids), c.outcome != "failed"))
+    done = set(conn.execute(select(c.event_id).where(one_of(conn, c.event_id, ids), c.outcome != "failed"))
                .scalars())
     todo: dict[str, Incoming] = {}
     for e in events:
@@ -325,7 +326,7 @@ def _record_all(conn: Connection, rows: list[dict[str, object]]) -> None:
         return
     c = processed_events.c
     conn.execute(processed_events.delete().where(
-        c.event_id.in_([r["event_id"] for r in rows]), c.outcome == "failed"))
+        one_of(conn, c.event_id, [r["event_id"] for r in rows]), c.outcome == "failed"))
     conn.execute(insert(processed_events), rows)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from followup.notify.content import Notice, from_payload, to_payload
+from transcare.db.lists import one_of
 from transcare.db.tables import notifications, staff
 from transcare.db.upsert import insert_new
 
@@ -100,7 +101,7 @@ def claim_due(conn: Connection, channels: Sequence[str], now: datetime, limit: i
     rows = conn.execute(query).all()
     if not rows:
         return []
-    conn.execute(update(notifications).where(c.id.in_([r.id for r in rows]))
+    conn.execute(update(notifications).where(one_of(conn, c.id, [r.id for r in rows]))
                  .values(next_attempt_at=now + claim))
     book = (contacts or staff_contacts)(conn, {r.recipient_id for r in rows})
     return [Job(r.id, r.channel, r.recipient_id, r.attempts, from_payload(r.payload),
@@ -113,7 +114,7 @@ def staff_contacts(conn: Connection, staff_ids: Iterable[str]) -> dict[str, tupl
     found: dict[str, tuple[str, str]] = {}
     for start in range(0, len(ids), _CHUNK):
         query = select(staff.c.staff_id, staff.c.email, staff.c.webhook_url).where(
-            staff.c.staff_id.in_(ids[start:start + _CHUNK]))
+            one_of(conn, staff.c.staff_id, ids[start:start + _CHUNK]))
         found.update({sid: (email or "", url or "") for sid, email, url in conn.execute(query)})
     return found
 
@@ -166,7 +167,7 @@ def mark_read(conn: Connection, recipient_id: str, ids: Iterable[str], now: date
     c = notifications.c
     result = conn.execute(update(notifications).where(
         c.recipient_id == recipient_id, c.channel == "inbox", c.read_at.is_(None),
-        c.id.in_(list(ids))).values(read_at=now))
+        one_of(conn, c.id, ids)).values(read_at=now))
     return int(result.rowcount)
 
 

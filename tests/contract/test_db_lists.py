@@ -1,0 +1,88 @@
+"""Membership conditions (transcare/db/lists.py) on SQLite and PostgreSQL: the rows they pick
+are exactly those listed, for empty, short and long lists, duplicates and values nobody has;
+on PostgreSQL one statement text serves every length of list (``= ANY`` of one array, ``IN``
+the rows of ``unnest``), so the driver prepares it once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event, insert, select
+
+from transcare.db.database import Database
+from transcare.db.lists import one_of, one_of_param, pair_in, pair_in_param, pair_params
+from transcare.db.tables import outbox
+
+NOW = datetime(2026, 12, 4, tzinfo=UTC)
+ROWS = [{"topic": f"t{n % 3}", "key": f"k{n}", "payload": "{}", "created_at": NOW}
+        for n in range(40)]
+KEYS = [[], ["k1"], ["k1", "k1", "k7", "nobody"], [f"k{n}" for n in range(0, 700, 2)]]
+PAIRS = [[], [("t1", "k1")], [("t1", "k1"), ("t0", "k1"), ("t1", "k1"), ("t2", "k5")],
+         [(f"t{n % 3}", f"k{n}") for n in range(0, 700, 3)]]
+
+
+@pytest.fixture
+async def filled(database: Database) -> Database:
+    await database.write(lambda c: c.execute(insert(outbox), ROWS))
+    return database
+
+
+def expected_keys(keys: list[str]) -> list[str]:
+    return sorted(r["key"] for r in ROWS if r["key"] in keys)
+
+
+def expected_pairs(pairs: list[tuple[str, str]]) -> list[str]:
+    return sorted(r["key"] for r in ROWS if (r["topic"], r["key"]) in pairs)
+
+
+@pytest.mark.parametrize("keys", KEYS, ids=lambda k: f"{len(k)} values")
+async def test_one_of_picks_the_listed_rows(filled: Database, keys: list[str]) -> None:
+    got = await filled.run(lambda c: sorted(c.execute(
+        select(outbox.c.key).where(one_of(c, outbox.c.key, keys))).scalars()))
+    assert got == expected_keys(keys)
+
+
+@pytest.mark.parametrize("pairs", PAIRS, ids=lambda p: f"{len(p)} pairs")
+async def test_pair_in_picks_the_listed_rows(filled: Database,
+                                             pairs: list[tuple[str, str]]) -> None:
+    got = await filled.run(lambda c: sorted(c.execute(select(outbox.c.key).where(
+        pair_in(c, outbox.c.topic, outbox.c.key, pairs))).scalars()))
+    assert got == expected_pairs(pairs)
+
+
+async def test_a_statement_built_once_takes_any_length(filled: Database) -> None:
+    def run(conn: Connection) -> list[list[str]]:
+        dialect = conn.dialect.name
+        query = select(outbox.c.key).where(
+            one_of_param(dialect, outbox.c.key, "keys"),
+            pair_in_param(dialect, outbox.c.topic, outbox.c.key, "pairs"))
+        return [sorted(conn.execute(query, {"keys": keys, **pair_params(dialect, "pairs", pairs)})
+                       .scalars()) for keys in KEYS[1:] for pairs in PAIRS[1:]]
+
+    got = await filled.run(run)
+    assert got == [sorted(set(expected_keys(keys)) & set(expected_pairs(pairs)))
+                   for keys in KEYS[1:] for pairs in PAIRS[1:]]
+
+
+async def test_postgresql_runs_one_statement_whatever_the_length(filled: Database) -> None:
+    def texts(conn: Connection) -> tuple[str, set[str]]:
+        seen: set[str] = set()
+
+        def record(*args: Any) -> None:
+            seen.add(args[2])  # (conn, cursor, statement, parameters, context, executemany)
+
+        event.listen(conn, "before_cursor_execute", record)
+        try:
+            for keys, pairs in zip(KEYS[1:], PAIRS[1:], strict=True):
+                conn.execute(select(outbox.c.key).where(
+                    one_of(conn, outbox.c.key, keys),
+                    pair_in(conn, outbox.c.topic, outbox.c.key, pairs))).all()
+        finally:
+            event.remove(conn, "before_cursor_execute", record)
+        return conn.dialect.name, seen
+
+    dialect, seen = await filled.run(texts)
+    # SQLite renders a parameter a value (a statement a length; compiled in-process).
+    assert len(seen) == (1 if dialect == "postgresql" else len(KEYS) - 1)

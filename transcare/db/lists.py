@@ -1,0 +1,74 @@
+"""Membership conditions (``column IN`` a list of values) in the form each database caches.
+
+SQLAlchemy renders ``column.in_(values)`` with one bound parameter a value, so every length of
+list is another statement. SQLite compiles statements in-process and keeps ``IN``. On
+PostgreSQL each new text is prepared anew (a round trip, then a parse and a plan on the server)
+and pushes the statements that do repeat out of the driver's cache: in bench/e2e about half of
+the worker's statements were prepared for one use. There the condition is ``column = ANY($1)``
+with the whole list as one array parameter (a pair of columns: ``IN`` the rows of ``unnest``
+of two arrays), one statement whatever the length.
+
+``one_of`` and ``pair_in`` bind the values where the statement is built; ``one_of_param`` and
+``pair_in_param`` leave a named parameter for a statement built once a dialect (pass the list
+under ``name``; a pair's parameters come from :func:`pair_params`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, any_, bindparam, func, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
+
+POSTGRESQL = "postgresql"
+
+
+def _array_param(name: str | None, column: ColumnElement[Any], values: Any = None) -> Any:
+    return bindparam(name, values, type_=ARRAY(column.type))
+
+
+def one_of(conn: Connection, column: ColumnElement[Any], values: Iterable[Any]
+           ) -> ColumnElement[bool]:
+    """``column`` is one of ``values``."""
+    listed = list(values)
+    if conn.dialect.name == POSTGRESQL:
+        return column == any_(_array_param(None, column, listed))
+    return column.in_(listed)
+
+
+def one_of_param(dialect: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column`` is one of the list passed as parameter ``name``."""
+    if dialect == POSTGRESQL:
+        return column == any_(_array_param(name, column))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def pair_in(conn: Connection, first: ColumnElement[Any], second: ColumnElement[Any],
+            pairs: Iterable[tuple[Any, Any]]) -> ColumnElement[bool]:
+    """``(first, second)`` is one of ``pairs``."""
+    listed = list(pairs)
+    if conn.dialect.name == POSTGRESQL:
+        rows = func.unnest(_array_param(None, first, [a for a, _ in listed]),
+                           _array_param(None, second, [b for _, b in listed])
+                           ).table_valued("first", "second").render_derived()
+        return tuple_(first, second).in_(select(rows.c.first, rows.c.second))
+    return tuple_(first, second).in_(listed)
+
+
+def pair_in_param(dialect: str, first: ColumnElement[Any], second: ColumnElement[Any],
+                  name: str) -> ColumnElement[bool]:
+    """``(first, second)`` is one of the pairs passed as ``pair_params(dialect, name, pairs)``."""
+    if dialect == POSTGRESQL:
+        rows = func.unnest(_array_param(f"{name}_first", first),
+                           _array_param(f"{name}_second", second)
+                           ).table_valued("first", "second").render_derived()
+        return tuple_(first, second).in_(select(rows.c.first, rows.c.second))
+    return tuple_(first, second).in_(bindparam(name, expanding=True))
+
+
+def pair_params(dialect: str, name: str, pairs: Sequence[tuple[Any, Any]]) -> dict[str, Any]:
+    """The parameters of :func:`pair_in_param` for ``pairs``."""
+    if dialect == POSTGRESQL:
+        return {f"{name}_first": [a for a, _ in pairs], f"{name}_second": [b for _, b in pairs]}
+    return {name: list(pairs)}
