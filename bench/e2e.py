@@ -154,7 +154,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="run the worker process itself with every thread under cProfile "
                         "(CPU time per thread); its figures are then slower than normal, so "
                         "use a separate run; summarised by area and function")
-    p.add_argument("--keep", action="store_true", help="keep the temp data dir and logs")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temp data dir and logs (and the PostgreSQL database)")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
     a = p.parse_args(argv)
     workers = a.workers if a.workers is not None else 1
@@ -1849,7 +1850,9 @@ def run(opts: Options) -> Report:
                 except Exception as exc:
                     report.problems.append(f"profile failed: {type(exc).__name__}: {exc}")
         finally:
-            if pg is not None:
+            if pg is not None and opts.keep:
+                say(f"kept PostgreSQL database {pg[1]}")
+            elif pg is not None:
                 asyncio.run(_drop_pg_database(*pg))
                 say(f"dropped PostgreSQL database {pg[1]}")
             if not opts.keep and not report.problems:

@@ -301,6 +301,7 @@ tasks = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 Index("ix_tasks_episode_id", tasks.c.episode_id)
+Index("ix_tasks_member_id", tasks.c.member_id)
 Index("ix_tasks_assignee_status", tasks.c.assignee_id, tasks.c.status)
 Index("ix_tasks_next_step_at", tasks.c.next_step_at)
 Index("ix_tasks_status_due", tasks.c.status, tasks.c.due_at)
