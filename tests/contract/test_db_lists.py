@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, insert, select
 
+from followup.task_store import load_tasks
 from transcare.db.database import Database
 from transcare.db.lists import one_of, one_of_param, pair_in, pair_in_param, pair_params
-from transcare.db.tables import outbox
+from transcare.db.tables import member_identifiers, members, outbox, tasks
+from transitions.episode_store import members_holding
+from transitions.model import MemberIdentifier
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
 ROWS = [{"topic": f"t{n % 3}", "key": f"k{n}", "payload": "{}", "created_at": NOW}
@@ -86,3 +89,61 @@ async def test_postgresql_runs_one_statement_whatever_the_length(filled: Databas
     dialect, seen = await filled.run(texts)
     # SQLite renders a parameter a value (a statement a length; compiled in-process).
     assert len(seen) == (1 if dialect == "postgresql" else len(KEYS) - 1)
+
+
+async def test_a_value_longer_than_the_column_matches_nothing(filled: Database) -> None:
+    topic = "t" * 80  # outbox.topic is VARCHAR(80), outbox.key VARCHAR(250)
+    key = "k" * 250
+    await filled.write(lambda c: c.execute(insert(outbox), [
+        {"topic": topic, "key": key, "payload": "{}", "created_at": NOW}]))
+
+    def run(conn: Connection) -> list[list[str]]:
+        dialect = conn.dialect.name
+        longer = [(topic + "-not-this-one", key), (topic, key + "-not-this-one")]
+        built = select(outbox.c.key).where(
+            one_of_param(dialect, outbox.c.topic, "topics"),
+            pair_in_param(dialect, outbox.c.topic, outbox.c.key, "pairs"))
+        return [
+            list(conn.execute(select(outbox.c.key).where(
+                one_of(conn, outbox.c.topic, [topic + "-not-this-one"]))).scalars()),
+            list(conn.execute(select(outbox.c.key).where(
+                pair_in(conn, outbox.c.topic, outbox.c.key, longer))).scalars()),
+            list(conn.execute(built, {"topics": [topic + "x"],
+                                      **pair_params(dialect, "pairs", [(topic, key)])}).scalars()),
+            list(conn.execute(built, {"topics": [topic],
+                                      **pair_params(dialect, "pairs", longer)}).scalars()),
+            list(conn.execute(select(outbox.c.key).where(
+                pair_in(conn, outbox.c.topic, outbox.c.key, [(topic, key)]))).scalars()),
+        ]
+
+    assert await filled.run(run) == [[], [], [], [], [key]]
+
+
+async def test_a_task_id_longer_than_the_column_finds_no_task(database: Database) -> None:
+    """GET /api/tasks/{id} and the claim, complete and reassign commands read tasks by id: an
+    id with the real one as its first 40 characters is another (unknown) task."""
+    task_id = "t" * 40  # tasks.id is VARCHAR(40)
+
+    def run(conn: Connection) -> tuple[list[str], list[str]]:
+        conn.execute(insert(tasks).values(
+            id=task_id, episode_id="e1", member_id="m1", rule_id="r",
+            type="post_discharge_contact", status="open", clinical_at=NOW, due_at=NOW,
+            detail={}, created_at=NOW, updated_at=NOW))
+        return ([t.id for t in load_tasks(conn, ids=[task_id + "-not-this-one"])],
+                [t.id for t in load_tasks(conn, ids=[task_id])])
+
+    assert await database.write(run) == ([], [task_id])
+
+
+async def test_a_longer_prior_identifier_is_nobodys(database: Database) -> None:
+    """A merge's prior identifier longer than the column is not the identifier it starts with."""
+    held = "A" * 64  # member_identifiers.value is VARCHAR(64)
+
+    def run(conn: Connection) -> tuple[set[str], set[str]]:
+        conn.execute(insert(members).values(member_id="M1", updated_at=NOW))
+        conn.execute(insert(member_identifiers).values(value=held, authority="H", member_id="M1",
+                                                       source="roster"))
+        return (members_holding(conn, [MemberIdentifier(held + "X", "H")]),
+                members_holding(conn, [MemberIdentifier(held, "H")]))
+
+    assert await database.write(run) == (set(), {"M1"})

@@ -18,14 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, any_, bindparam, func, select, tuple_
+from sqlalchemy import ColumnElement, Connection, String, any_, bindparam, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 
 POSTGRESQL = "postgresql"
 
 
 def _array_param(name: str | None, column: ColumnElement[Any], values: Any = None) -> Any:
-    return bindparam(name, values, type_=ARRAY(column.type))
+    # Strings as an array of unbounded VARCHAR: a cast to the column's VARCHAR(n)[] would cut
+    # a longer value to n characters, and it would then match the row holding its prefix.
+    element = String() if isinstance(column.type, String) else column.type
+    return bindparam(name, values, type_=ARRAY(element))
 
 
 def one_of(conn: Connection, column: ColumnElement[Any], values: Iterable[Any]
