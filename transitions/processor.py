@@ -182,16 +182,33 @@ def _match(event: AdtEvent | AdtEventView, given: Incoming,
 
 
 def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> list[Incoming]:
-    """Events without a ``processed_events`` row, first occurrence only, in order."""
+    """Events without a ``processed_events`` row, one record an event id, in the order of
+    their first occurrence: the first record, or a later one that is a valid event whole
+    where the first is not (a replay bringing a record written before a producer's fix and
+    one written after into one batch)."""
     ids = list({view_of(e).event_id for e in events})
     c = processed_events.c
-    done = set(conn.execute(select(c.event_id).where(one_of(conn, c.event_id, ids), c.outcome != "failed"))
-               .scalars())
+    done = set(conn.execute(select(c.event_id).where(one_of(conn, c.event_id, ids),
+                                                     c.outcome != "failed")).scalars())
     todo: dict[str, Incoming] = {}
     for e in events:
-        if (event_id := view_of(e).event_id) not in done:
-            todo.setdefault(event_id, e)
+        if (event_id := view_of(e).event_id) in done:
+            continue
+        kept = todo.get(event_id)
+        if kept is None or (not _readable(kept) and _readable(e)):
+            todo[event_id] = e  # a replaced record keeps the first one's place
     return list(todo.values())
+
+
+def _readable(event: Incoming) -> bool:
+    """Whether the record is a valid event whole (read only for an event id seen twice)."""
+    if not isinstance(event, Received):
+        return True
+    try:
+        event.full()
+    except ValidationError:
+        return False
+    return True
 
 
 def _candidates(conn: Connection, events: Sequence[AdtEvent | AdtEventView],

@@ -331,3 +331,17 @@ def test_a_record_that_is_not_an_adt_event_is_dropped_and_counted(value: bytes) 
     good = VISIT[0].model_dump_json().encode()
     assert [r.view.event_id for r in decode([value, good])] == ["GENHOSP|c1"]
     assert failed._value.get() == before + 1
+
+
+async def test_a_readable_copy_stands_in_for_an_unreadable_one_in_the_same_batch(
+        database: Database) -> None:
+    """Replaying the topic can bring two records of one event into one batch: one the
+    normaliser wrote before a fix (not a valid event whole), one after. The readable copy is
+    processed, whichever comes first; the unreadable one alone is recorded failed."""
+    await enrol(database)
+    batch = [*received(VISIT[:1]), _spoilt(VISIT[1]), *received(VISIT[1:2])]
+    result = await run(database, batch)
+    assert result.outcomes == {("applied", "GENHOSP"): 2}
+    assert result.skipped == 1
+    done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
+    assert done == {"GENHOSP|c1": "applied", "GENHOSP|c2": "applied"}
