@@ -936,6 +936,8 @@ class PhaseResult:
     batches: dict[str, dict[str, float]] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    # CPU milliseconds a message, by process: steadier across runs on a shared VM than rates
+    cpu_ms: dict[str, float] = field(default_factory=dict)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     expected_enrolled: int = 0
     messages: int = 0
@@ -972,6 +974,7 @@ class PhaseResult:
             "worker_batches": self.batches,
             "outcomes": self.outcomes, "progress": self.progress,
             "cpu_pct": {k: round(v, 1) for k, v in self.cpu.items()},
+            "cpu_ms_per_message": {k: round(v, 4) for k, v in self.cpu_ms.items()},
             "load": load,
             "timeline": [[round(t, 2), s, p] for t, s, p in self.timeline],
         }
@@ -1060,6 +1063,8 @@ async def run_phase(name: str, feed: Feed, port: int, probe: Probe, opts: Option
         stop.set()
         await sampler
     res.cpu = cpu.stop()
+    if res.messages:
+        res.cpu_ms = {k: 10.0 * v * cpu.elapsed / res.messages for k, v in res.cpu.items()}
     res.progress = await probe.progress(res.lo, res.hi)
     if not res.drained:
         report.problems.append(
@@ -1589,6 +1594,7 @@ def table_rows(report: Report) -> list[list[str]]:
                      f"{percentile(t.task_lags, 50):.2f} / {percentile(t.task_lags, 99):.2f} / "
                      f"{percentile(t.task_lags, 100):.2f} s", "", ""])
         rows.append(["  CPU during phase (% of one core)", "", cpu_text(t.cpu), "", ""])
+        rows.append(["  CPU per message (ms)", "", cpu_ms_text(t.cpu_ms), "", ""])
     if p and p.load:
         ok = p.done_s is not None and p.lag(99) <= TARGET_LAG_P99_S
         rows.append([f"processing lag at {o.rate:,.0f} msg/s, {o.seconds:g} s (achieved "
@@ -1647,6 +1653,11 @@ def cpu_text(cpu: dict[str, float]) -> str:
     parts = [f"{_CPU_SHORT.get(k, k)} {v:.0f}" for k, v in cpu.items() if k != "machine total"]
     return ", ".join(parts) + f" (machine {cpu.get('machine total', 0):.0f} of " \
         f"{100 * (os.cpu_count() or 1)})"
+
+
+def cpu_ms_text(cpu_ms: dict[str, float]) -> str:
+    parts = [f"{_CPU_SHORT.get(k, k)} {v:.3f}" for k, v in cpu_ms.items() if k != "machine total"]
+    return ", ".join(parts) + f" (machine {cpu_ms.get('machine total', 0):.3f})"
 
 
 def busy_machine_notes(report: Report) -> list[str]:
