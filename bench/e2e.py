@@ -936,7 +936,7 @@ class PhaseResult:
     batches: dict[str, dict[str, float]] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
-    # CPU milliseconds a message, by process: steadier across runs on a shared VM than rates
+    # CPU milliseconds a message, by process (which process a change moved)
     cpu_ms: dict[str, float] = field(default_factory=dict)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     expected_enrolled: int = 0
