@@ -9,7 +9,7 @@ state, the timeline, the outbox rows for ``transitions.episodes.v1`` and the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -92,7 +92,7 @@ Incoming = AdtEvent | Received
 def process_batch(conn: Connection, events: Sequence[Incoming], config: Config,
                   now: datetime) -> BatchResult:
     result = BatchResult()
-    unprocessed, failed_before = _unprocessed(conn, events)
+    unprocessed = _unprocessed(conn, events)
     result.skipped = len(events) - len(unprocessed)
     if not unprocessed:
         return result
@@ -138,7 +138,7 @@ def process_batch(conn: Connection, events: Sequence[Incoming], config: Config,
         result.outcomes[(outcome, view.header.sending_facility or "")] += 1
     if batch is not None:
         batch.flush(conn, now)
-    _record_all(conn, rows, failed_before)
+    _record_all(conn, rows)
     return result
 
 
@@ -181,19 +181,15 @@ def _match(event: AdtEvent | AdtEventView, given: Incoming,
                  _day(whole).date(), config.policy)
 
 
-def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> tuple[list[Incoming], set[str]]:
-    """Events without a ``processed_events`` row (or with a ``failed`` one), one record an
-    event id, in the order of their first occurrence: the first record, or a later one that
-    is a valid event whole where the first is not (a replay bringing a record written before
-    a producer's fix and one written after into one batch). Also the ids of those whose row
-    says ``failed`` (their row is replaced)."""
+def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> list[Incoming]:
+    """Events without a ``processed_events`` row, one record an event id, in the order of
+    their first occurrence: the first record, or a later one that is a valid event whole
+    where the first is not (a replay bringing a record written before a producer's fix and
+    one written after into one batch)."""
     ids = list({view_of(e).event_id for e in events})
     c = processed_events.c
-    done: set[str] = set()
-    failed: set[str] = set()
-    for event_id, outcome in conn.execute(select(c.event_id, c.outcome).where(
-            one_of(conn, c.event_id, ids))):
-        (failed if outcome == "failed" else done).add(event_id)
+    done = set(conn.execute(select(c.event_id).where(one_of(conn, c.event_id, ids),
+                                                     c.outcome != "failed")).scalars())
     todo: dict[str, Incoming] = {}
     for e in events:
         if (event_id := view_of(e).event_id) in done:
@@ -201,7 +197,7 @@ def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> tuple[list[Inc
         kept = todo.get(event_id)
         if kept is None or (not _readable(kept) and _readable(e)):
             todo[event_id] = e  # a replaced record keeps the first one's place
-    return list(todo.values()), failed
+    return list(todo.values())
 
 
 def _readable(event: Incoming) -> bool:
@@ -341,20 +337,13 @@ def _processed_row(event: AdtEvent | AdtEventView, outcome: str, member_id: str 
             "member_id": member_id, "processed_at": now}
 
 
-def _record_all(conn: Connection, rows: list[dict[str, object]],
-                failed_before: Collection[str] | None = None) -> None:
-    """One ``processed_events`` row per event, replacing the row of an earlier failed try:
-    of the events in ``failed_before`` (read in this transaction), or of any of them when
-    not known."""
+def _record_all(conn: Connection, rows: list[dict[str, object]]) -> None:
+    """One ``processed_events`` row per event, replacing the row of an earlier failed try."""
     if not rows:
         return
     c = processed_events.c
-    ids = [r["event_id"] for r in rows]
-    if failed_before is not None:
-        ids = [i for i in ids if i in failed_before]
-    if ids:
-        conn.execute(processed_events.delete().where(one_of(conn, c.event_id, ids),
-                                                     c.outcome == "failed"))
+    conn.execute(processed_events.delete().where(
+        one_of(conn, c.event_id, [r["event_id"] for r in rows]), c.outcome == "failed"))
     conn.execute(insert(processed_events), rows)
 
 
