@@ -345,3 +345,45 @@ async def test_a_readable_copy_stands_in_for_an_unreadable_one_in_the_same_batch
     assert result.skipped == 1
     done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
     assert done == {"GENHOSP|c1": "applied", "GENHOSP|c2": "applied"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_failed_row_committed_meanwhile_is_replaced(
+        database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL reads other transactions' commits mid-transaction (READ COMMITTED): a
+    ``failed`` row another worker commits for an event after this batch looked for one is
+    replaced all the same, not a primary-key error. (SQLite: the batch holds the write lock.)"""
+    import asyncio
+    import threading
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    import transitions.processor as processor
+
+    await enrol(database)
+    await run(database, received(VISIT[:1]))
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+
+    async def other_worker_fails_c2() -> None:
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(
+            "INSERT INTO processed_events (event_id, message_id, facility, outcome, member_id,"
+            " processed_at) VALUES ('GENHOSP|c2', 2, 'GENHOSP', 'failed', NULL, now())")
+        await conn.close()
+
+    looked = processor._unprocessed
+
+    def unprocessed_then_a_commit(conn: Any, events: Any) -> Any:
+        found = looked(conn, events)
+        thread = threading.Thread(target=asyncio.run, args=(other_worker_fails_c2(),))
+        thread.start()
+        thread.join()
+        return found
+
+    monkeypatch.setattr(processor, "_unprocessed", unprocessed_then_a_commit)
+    result = await run(database, received(VISIT[1:2]))
+    assert result.outcomes == {("applied", "GENHOSP"): 1}
+    done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
+    assert done == {"GENHOSP|c1": "applied", "GENHOSP|c2": "applied"}
