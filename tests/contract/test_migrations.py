@@ -19,3 +19,20 @@ async def test_the_migrated_schema_is_the_tables_schema(database: Database) -> N
         return list(compare_metadata(context, metadata))
 
     assert await database.run(differences) == []
+
+
+async def test_partial_indexes_keep_their_condition(database: Database) -> None:
+    """Autogenerate does not compare an index's WHERE: the one partial index (duplicate
+    detection ignores rejected messages) is checked here, as each database stores it."""
+    def definition(conn: Any) -> str:
+        if conn.dialect.name == "postgresql":
+            query = ("SELECT indexdef FROM pg_indexes "
+                     "WHERE indexname = 'uq_messages_facility_control_id'")
+        else:
+            query = ("SELECT sql FROM sqlite_master "
+                     "WHERE type = 'index' AND name = 'uq_messages_facility_control_id'")
+        return str(conn.exec_driver_sql(query).scalar_one())
+
+    stored = " ".join((await database.run(definition)).split())
+    assert "UNIQUE" in stored.upper()
+    assert "WHERE" in stored.upper() and "status" in stored and "'rejected'" in stored
