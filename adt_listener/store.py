@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from transcare.db.database import AsyncEngineDatabase, Database, ThreadedSqliteDatabase
-from transcare.db.tables import messages, sqlite_text
+from transcare.db.tables import UNPUBLISHED, messages, sqlite_text
 
 if TYPE_CHECKING:
     from adt_listener.pg_store import PgDriverRows
@@ -173,7 +173,7 @@ class SqlAlchemyMessageStore:
                           received_before: datetime | None = None) -> list[PendingMessage]:
         """Accepted messages not yet published, oldest first."""
         c = messages.c
-        conds = [c.published_at.is_(None), c.status == ACCEPTED]
+        conds = [UNPUBLISHED]
         if received_before is not None:
             conds.append(c.received_at < received_before)
         query = (
@@ -240,8 +240,7 @@ class SqlAlchemyMessageStore:
             lambda conn: [StoredMessage._make(row) for row in conn.execute(query).all()])
 
     async def backlog(self) -> int:
-        c = messages.c
-        query = select(func.count()).where(c.published_at.is_(None), c.status == ACCEPTED)
+        query = select(func.count()).select_from(messages).where(UNPUBLISHED)
         return await self._db.run(lambda conn: int(conn.execute(query).scalar_one()))
 
     async def count_by_status(self) -> dict[str, int]:

@@ -8,9 +8,10 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import select
 
 from transcare.db.database import Database
-from transcare.db.tables import metadata
+from transcare.db.tables import UNPUBLISHED, messages, metadata
 
 
 async def test_the_migrated_schema_is_the_tables_schema(database: Database) -> None:
@@ -21,18 +22,38 @@ async def test_the_migrated_schema_is_the_tables_schema(database: Database) -> N
     assert await database.run(differences) == []
 
 
-async def test_partial_indexes_keep_their_condition(database: Database) -> None:
-    """Autogenerate does not compare an index's WHERE: the one partial index (duplicate
-    detection ignores rejected messages) is checked here, as each database stores it."""
-    def definition(conn: Any) -> str:
-        if conn.dialect.name == "postgresql":
-            query = ("SELECT indexdef FROM pg_indexes "
-                     "WHERE indexname = 'uq_messages_facility_control_id'")
-        else:
-            query = ("SELECT sql FROM sqlite_master "
-                     "WHERE type = 'index' AND name = 'uq_messages_facility_control_id'")
-        return str(conn.exec_driver_sql(query).scalar_one())
+def _index_definition(conn: Any, name: str) -> str:
+    if conn.dialect.name == "postgresql":
+        query = f"SELECT indexdef FROM pg_indexes WHERE indexname = '{name}'"
+    else:
+        query = f"SELECT sql FROM sqlite_master WHERE type = 'index' AND name = '{name}'"
+    return " ".join(str(conn.exec_driver_sql(query).scalar_one()).split())
 
-    stored = " ".join((await database.run(definition)).split())
-    assert "UNIQUE" in stored.upper()
-    assert "WHERE" in stored.upper() and "status" in stored and "'rejected'" in stored
+
+async def test_partial_indexes_keep_their_condition(database: Database) -> None:
+    """Autogenerate does not compare an index's WHERE: the partial indexes (duplicate
+    detection ignores rejected messages; the relay's backlog) are checked here, as each
+    database stores them."""
+    unique = await database.run(lambda c: _index_definition(c, "uq_messages_facility_control_id"))
+    assert "UNIQUE" in unique.upper()
+    assert "WHERE" in unique.upper() and "status" in unique and "'rejected'" in unique
+    backlog = await database.run(lambda c: _index_definition(c, "ix_messages_unpublished"))
+    assert "WHERE" in backlog.upper() and "published_at IS NULL" in backlog
+    assert "'accepted'" in backlog
+
+
+async def test_the_relays_backlog_query_can_read_its_partial_index(database: Database) -> None:
+    """The backlog condition is written as the index's own (a literal status), so each
+    database can answer the relay's oldest-first read from the small index (SQLite refuses
+    ``INDEXED BY`` an index that cannot serve the query)."""
+    query = (select(messages.c.id).where(UNPUBLISHED).order_by(messages.c.id).limit(100))
+
+    def plan(conn: Any) -> str:
+        sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            return " ".join(str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN {sql}"))
+        sql = sql.replace("FROM messages", "FROM messages INDEXED BY ix_messages_unpublished")
+        return " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+
+    assert "ix_messages_unpublished" in await database.run(plan)
