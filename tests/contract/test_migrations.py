@@ -42,10 +42,10 @@ async def test_partial_indexes_keep_their_condition(database: Database) -> None:
     assert "'accepted'" in backlog
 
 
-async def test_the_relays_backlog_query_can_read_its_partial_index(database: Database) -> None:
+async def test_the_relays_backlog_query_reads_its_partial_index(database: Database) -> None:
     """The backlog condition is written as the index's own (a literal status), so each
-    database can answer the relay's oldest-first read from the small index (SQLite refuses
-    ``INDEXED BY`` an index that cannot serve the query)."""
+    database answers the relay's oldest-first read from the small index (SQLite's planner
+    chose ix_messages_status over a partial index on id alone)."""
     query = (select(messages.c.id).where(UNPUBLISHED).order_by(messages.c.id).limit(100))
 
     def plan(conn: Any) -> str:
@@ -53,7 +53,6 @@ async def test_the_relays_backlog_query_can_read_its_partial_index(database: Dat
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
             return " ".join(str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN {sql}"))
-        sql = sql.replace("FROM messages", "FROM messages INDEXED BY ix_messages_unpublished")
         return " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
 
     assert "ix_messages_unpublished" in await database.run(plan)

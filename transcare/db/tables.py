@@ -97,13 +97,15 @@ Index(
     postgresql_where=messages.c.status != "rejected",
 )
 
-# The relay's queue: accepted messages not yet published, by id. A row leaves this partial
+# The relay's queue: accepted messages not yet published (published_at and status lead the
+# columns, so SQLite's planner prefers it to ix_messages_status). A row leaves this partial
 # index when it is published or processed, so the index holds only the backlog however many
 # messages the store keeps, and neither update writes an entry to it. Queries for the backlog
 # use UNPUBLISHED itself (a literal, not a bound parameter), so both databases see that the
 # index applies.
 UNPUBLISHED = and_(messages.c.published_at.is_(None), messages.c.status == literal_column("'accepted'"))
-Index("ix_messages_unpublished", messages.c.id, sqlite_where=UNPUBLISHED,
+Index("ix_messages_unpublished", messages.c.published_at, messages.c.status, messages.c.id,
+      sqlite_where=UNPUBLISHED,
       postgresql_where=UNPUBLISHED)
 Index("ix_messages_status", messages.c.status)
 Index("ix_messages_received_at", messages.c.received_at)
