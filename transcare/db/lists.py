@@ -31,43 +31,46 @@ def _array_param(name: str | None, column: ColumnElement[Any], values: Any = Non
     return bindparam(name, values, type_=ARRAY(element))
 
 
+def _one_of(dialect: str, column: ColumnElement[Any], name: str | None,
+            values: list[Any] | None) -> ColumnElement[bool]:
+    if dialect == POSTGRESQL:
+        return column == any_(_array_param(name, column, values))
+    return column.in_(bindparam(name, values, expanding=True))
+
+
+def _pair_in(dialect: str, first: ColumnElement[Any], second: ColumnElement[Any],
+             name: str | None, pairs: list[tuple[Any, Any]] | None) -> ColumnElement[bool]:
+    if dialect == POSTGRESQL:
+        firsts, seconds = (None, None) if pairs is None else (
+            [a for a, _ in pairs], [b for _, b in pairs])
+        rows = func.unnest(_array_param(name and f"{name}_first", first, firsts),
+                           _array_param(name and f"{name}_second", second, seconds)
+                           ).table_valued("first", "second").render_derived()
+        return tuple_(first, second).in_(select(rows.c.first, rows.c.second))
+    return tuple_(first, second).in_(bindparam(name, pairs, expanding=True))
+
+
 def one_of(conn: Connection, column: ColumnElement[Any], values: Iterable[Any]
            ) -> ColumnElement[bool]:
     """``column`` is one of ``values``."""
-    listed = list(values)
-    if conn.dialect.name == POSTGRESQL:
-        return column == any_(_array_param(None, column, listed))
-    return column.in_(listed)
+    return _one_of(conn.dialect.name, column, None, list(values))
 
 
 def one_of_param(dialect: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     """``column`` is one of the list passed as parameter ``name``."""
-    if dialect == POSTGRESQL:
-        return column == any_(_array_param(name, column))
-    return column.in_(bindparam(name, expanding=True))
+    return _one_of(dialect, column, name, None)
 
 
 def pair_in(conn: Connection, first: ColumnElement[Any], second: ColumnElement[Any],
             pairs: Iterable[tuple[Any, Any]]) -> ColumnElement[bool]:
     """``(first, second)`` is one of ``pairs``."""
-    listed = list(pairs)
-    if conn.dialect.name == POSTGRESQL:
-        rows = func.unnest(_array_param(None, first, [a for a, _ in listed]),
-                           _array_param(None, second, [b for _, b in listed])
-                           ).table_valued("first", "second").render_derived()
-        return tuple_(first, second).in_(select(rows.c.first, rows.c.second))
-    return tuple_(first, second).in_(listed)
+    return _pair_in(conn.dialect.name, first, second, None, list(pairs))
 
 
 def pair_in_param(dialect: str, first: ColumnElement[Any], second: ColumnElement[Any],
                   name: str) -> ColumnElement[bool]:
     """``(first, second)`` is one of the pairs passed as ``pair_params(dialect, name, pairs)``."""
-    if dialect == POSTGRESQL:
-        rows = func.unnest(_array_param(f"{name}_first", first),
-                           _array_param(f"{name}_second", second)
-                           ).table_valued("first", "second").render_derived()
-        return tuple_(first, second).in_(select(rows.c.first, rows.c.second))
-    return tuple_(first, second).in_(bindparam(name, expanding=True))
+    return _pair_in(dialect, first, second, name, None)
 
 
 def pair_params(dialect: str, name: str, pairs: Sequence[tuple[Any, Any]]) -> dict[str, Any]:
