@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
 from followup.notify.content import Kind, Notice, task_link
@@ -29,6 +28,7 @@ from schemas.episode_event import EpisodeEvent
 from schemas.task_event import Notification, TaskEvent, TaskSnapshot
 from schemas.topics import NOTIFICATIONS, TASKS
 from transcare.db.tables import episode_timeline, outbox
+from transcare.db.upsert import insert_all
 from transitions.attribution import program_managers, supervisor_of
 from transitions.model import StaffMember
 
@@ -55,11 +55,11 @@ class Writes:
     def flush(self, conn: Connection, now: datetime) -> None:
         add_history(conn, self.history)
         if self.timeline:
-            conn.execute(insert(episode_timeline), self.timeline)
+            insert_all(conn, episode_timeline, self.timeline)
         if self.notices:
             create_notifications(conn, self.notices, now)
         if self.outbox:
-            conn.execute(insert(outbox), self.outbox)
+            insert_all(conn, outbox, self.outbox)
         self.history, self.timeline, self.notices, self.outbox = [], [], [], []
 
 

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from followup.assignment import Workload
@@ -26,8 +25,9 @@ from followup.rules import RuleSet
 from followup.task import Task, TaskChange
 from followup.task_store import BatchTasks, claim_due, save_tasks, workload
 from schemas.episode_event import EpisodeEvent
-from transcare.db.lists import one_of
+from transcare.db.lists import keys_present
 from transcare.db.tables import episodes, planned_events
+from transcare.db.upsert import insert_all
 from transitions.directory_store import load_staff
 from transitions.model import StaffMember
 
@@ -50,10 +50,8 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
                now: datetime) -> int:
     """Plan every episode event not planned before; the number of task changes made."""
     ids = list({e.event_id for e in events})
-    done = set(conn.execute(select(planned_events.c.event_id)
-                            .where(one_of(conn, planned_events.c.event_id, ids))).scalars())
-    known = set(conn.execute(select(episodes.c.id).where(
-        one_of(conn, episodes.c.id, {e.episode_id for e in events}))).scalars())
+    done = keys_present(conn, planned_events.c.event_id, ids)
+    known = keys_present(conn, episodes.c.id, {e.episode_id for e in events})
     staff = staff_directory(conn)
     pctx = PlanContext(ctx.rules, ctx.calendar, staff, Workload(lambda: workload(conn)),
                        ctx.delegation)
@@ -84,7 +82,7 @@ def plan_batch(conn: Connection, events: Sequence[EpisodeEvent], ctx: FollowupCo
     held.flush(conn)
     writes.flush(conn, now)
     if planned:
-        conn.execute(insert(planned_events), planned)
+        insert_all(conn, planned_events, planned)
     return count
 
 

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Select, func, insert, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from followup.task import ACTIVE, Priority, Step, Task, TaskStatus
 from transcare.db.lists import one_of_param
 from transcare.db.tables import task_history, tasks
-from transcare.db.upsert import upsert
+from transcare.db.upsert import insert_all, upsert
 
 _COLUMNS = ("id", "episode_id", "member_id", "rule_id", "type", "title", "status", "priority",
             "clinical_at", "due_at", "assignee_id", "assignee_role", "assignment_reason",
@@ -179,7 +179,7 @@ def save_tasks(conn: Connection, changed: Sequence[Task], now: datetime) -> None
 def add_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
     """Rows of ``task_history``: task_id, at, actor, action, detail."""
     if entries:
-        conn.execute(insert(task_history), [dict(e) for e in entries])
+        insert_all(conn, task_history, entries)
 
 
 def history(conn: Connection, task_id: str) -> list[dict[str, Any]]:

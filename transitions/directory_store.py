@@ -16,13 +16,14 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.database import Database
 from transcare.db.lists import one_of, pair_in
+from transcare.db.statistics import refresh_statistics
 from transcare.db.tables import member_identifiers, members, staff
-from transcare.db.upsert import upsert
+from transcare.db.upsert import insert_all, upsert
 from transitions.directory import (
     ImportReport,
     Numbered,
@@ -216,6 +217,8 @@ def write_members(conn: Connection, rows: Sequence[Numbered[Member]],
     changed = [k for k in wanted if current.get(k) != wanted[k] or held.get(k, set()) != listed[k]]
     upsert(conn, members, ["member_id"], [{**wanted[k], "updated_at": now} for k in changed])
     _replace_identifiers(conn, {k: (held.get(k, set()), listed[k]) for k in changed})
+    if changed:
+        refresh_statistics(conn, members, member_identifiers)
     return _report(changed, current, len(wanted), (*checked.errors, *conflicts))
 
 
@@ -227,6 +230,8 @@ def write_staff(conn: Connection, rows: Sequence[Numbered[StaffMember]],
     current = _current(conn, staff, "staff_id", _STAFF_COLUMNS, list(wanted))
     changed = [k for k in wanted if current.get(k) != wanted[k]]
     upsert(conn, staff, ["staff_id"], [{**wanted[k], "updated_at": now} for k in changed])
+    if changed:
+        refresh_statistics(conn, staff)
     return _report(changed, current, len(wanted), checked.errors)
 
 
@@ -285,4 +290,4 @@ def _replace_identifiers(conn: Connection,
               "source": ROSTER}
              for member_id, (held, listed) in changes.items() for i in sorted(listed - held)]
     if added:
-        conn.execute(insert(member_identifiers), added)
+        insert_all(conn, member_identifiers, added)

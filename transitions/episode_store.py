@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, NamedTuple, cast
 
 import orjson
-from sqlalchemy import Delete, Select, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Delete, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.engine import json_dumps
@@ -29,7 +29,7 @@ from transcare.db.tables import (
     members,
     outbox,
 )
-from transcare.db.upsert import upsert
+from transcare.db.upsert import insert_all, upsert
 from transitions.episode import Episode, Flag, FlagName
 from transitions.model import Member, MemberIdentifier
 from transitions.state import PatientState
@@ -93,9 +93,6 @@ def _sql(conn: Connection) -> _Statements:
 _VISIT_OWNER = select(episode_visits.c.episode_id).where(
     episode_visits.c.facility_key == bindparam("facility_key"),
     episode_visits.c.visit_number == bindparam("visit_number"))
-_ADD_FLAGS = insert(episode_flags)
-_ADD_TIMELINE = insert(episode_timeline)
-_ADD_OUTBOX = insert(outbox)
 
 
 def load_state(conn: Connection, member: Member, visit_keys: Iterable[tuple[str, str]] = (),
@@ -217,7 +214,7 @@ def _write_episodes(conn: Connection, changed: Sequence[Episode],
             {"facility_key": f, "visit_number": v, "episode_id": e}
             for (f, v), e in sorted(new_visits.items())])
     if timeline:
-        conn.execute(_ADD_TIMELINE, timeline)
+        insert_all(conn, episode_timeline, timeline)
 
 
 def _timeline_rows(state: PatientState, source_id: str) -> list[dict[str, Any]]:
@@ -318,7 +315,7 @@ class BatchEpisodes:
         _write_episodes(conn, [self.episodes[i] for i in sorted(self.changed)], self.new_visits,
                         self.timeline, now)
         if self.outbox:
-            conn.execute(_ADD_OUTBOX, self.outbox)
+            insert_all(conn, outbox, self.outbox)
         self.changed, self.new_visits, self.timeline, self.outbox = set(), {}, [], []
 
     def retire(self, conn: Connection, now: datetime) -> None:
@@ -352,7 +349,7 @@ def _save_flags(conn: Connection, changed: Sequence[Episode]) -> None:
     rows = [{"episode_id": e.id, "flag": f.name, "raised_at": f.raised_at,
              "detail": _detail_json(f.detail)} for e in changed for f in e.flags]
     if rows:
-        conn.execute(_ADD_FLAGS, rows)
+        insert_all(conn, episode_flags, rows)
 
 
 def _detail_json(detail: Mapping[str, Any]) -> dict[str, Any]:
@@ -367,7 +364,7 @@ def _learn(conn: Connection, member_id: str, learned: Sequence[MemberIdentifier]
     rows = [{"value": i.value, "authority": i.authority, "member_id": member_id, "source": "merge"}
             for i in dict.fromkeys(learned) if i not in held and i.value]
     if rows:
-        conn.execute(insert(member_identifiers), rows)
+        insert_all(conn, member_identifiers, rows)
 
 
 def _holders_map(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[MemberIdentifier]:

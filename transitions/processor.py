@@ -16,14 +16,15 @@ from datetime import datetime
 import orjson
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
 from schemas.adt_event import AdtEvent, AdtEventView
 from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
 from schemas.topics import EPISODES
-from transcare.db.lists import one_of
+from transcare.db.lists import keys_present, one_of
 from transcare.db.tables import match_reviews, outbox, processed_events
+from transcare.db.upsert import insert_all
 from transitions.clinical import ClinicalEvent, clinical_event
 from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
 from transitions.episode import Change, Episode
@@ -188,8 +189,7 @@ def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> list[Incoming]
     one written after into one batch)."""
     ids = list({view_of(e).event_id for e in events})
     c = processed_events.c
-    done = set(conn.execute(select(c.event_id).where(one_of(conn, c.event_id, ids),
-                                                     c.outcome != "failed")).scalars())
+    done = keys_present(conn, c.event_id, ids, c.outcome != "failed")
     todo: dict[str, Incoming] = {}
     for e in events:
         if (event_id := view_of(e).event_id) in done:
@@ -286,7 +286,7 @@ def write_outbox(conn: Connection, source_id: str, changes: Sequence[Change],
 
 def _add_outbox(conn: Connection, rows: list[dict[str, object]]) -> None:
     if rows:
-        conn.execute(insert(outbox), rows)
+        insert_all(conn, outbox, rows)
 
 
 def outbox_rows(source_id: str, changes: Sequence[Change], episodes: dict[str, Episode],
@@ -344,7 +344,7 @@ def _record_all(conn: Connection, rows: list[dict[str, object]]) -> None:
     c = processed_events.c
     conn.execute(processed_events.delete().where(
         one_of(conn, c.event_id, [r["event_id"] for r in rows]), c.outcome == "failed"))
-    conn.execute(insert(processed_events), rows)
+    insert_all(conn, processed_events, rows)
 
 
 def record_failure(conn: Connection, event: Incoming, now: datetime) -> None:

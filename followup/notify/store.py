@@ -51,7 +51,7 @@ def create_notifications(conn: Connection, notices: Sequence[tuple[Notice, str, 
         return 0
     # One executemany of one statement built once per database kind (a multi-row VALUES is
     # compiled afresh for every row count); RETURNING counts the rows that were new.
-    return len(conn.execute(insert_new(conn, notifications, ["id"], returning=["id"]), rows).all())
+    return len(insert_new(conn, notifications, ["id"], rows, returning=["id"]))
 
 
 def _row(notice: Notice, recipient_id: str, channel: str, now: datetime) -> dict[str, Any]:

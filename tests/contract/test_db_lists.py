@@ -13,8 +13,15 @@ from sqlalchemy import Connection, event, insert, select
 
 from followup.task_store import load_tasks
 from transcare.db.database import Database
-from transcare.db.lists import one_of, one_of_param, pair_in, pair_in_param, pair_params
-from transcare.db.tables import member_identifiers, members, outbox, tasks
+from transcare.db.lists import (
+    keys_present,
+    one_of,
+    one_of_param,
+    pair_in,
+    pair_in_param,
+    pair_params,
+)
+from transcare.db.tables import member_identifiers, members, outbox, processed_events, tasks
 from transitions.episode_store import members_holding
 from transitions.model import MemberIdentifier
 
@@ -147,3 +154,42 @@ async def test_a_longer_prior_identifier_is_nobodys(database: Database) -> None:
                 members_holding(conn, [MemberIdentifier(held, "H")]))
 
     assert await database.write(run) == (set(), {"M1"})
+
+
+@pytest.mark.parametrize("keys", KEYS, ids=lambda k: f"{len(k)} values")
+async def test_keys_present_are_the_listed_keys_held(filled: Database, keys: list[str]) -> None:
+    got = await filled.run(lambda c: keys_present(c, outbox.c.key, keys))
+    assert got == set(expected_keys(keys))
+    # ... among the rows that meet the conditions
+    got = await filled.run(lambda c: keys_present(c, outbox.c.key, keys, outbox.c.topic != "t1"))
+    assert got == {r["key"] for r in ROWS if r["key"] in keys and r["topic"] != "t1"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_keys_present_plans_one_index_probe_a_key_on_an_empty_table(
+        database: Database) -> None:
+    """PostgreSQL keeps a prepared statement's generic plan once it has one. Made while the
+    table is empty (how the worker starts), ``= ANY`` of the list gets a whole-table read that
+    it then keeps as the table grows; the lookup's generic plan probes the index instead."""
+    from sqlalchemy import text
+
+    pe = processed_events.c
+
+    def generic_plan(conn: Connection) -> str:
+        sent: list[str] = []
+
+        def record(*args: Any) -> None:
+            sent.append(args[2])
+
+        event.listen(conn, "before_cursor_execute", record)
+        keys_present(conn, pe.event_id, ["e1", "e2"], pe.outcome != "failed")
+        event.remove(conn, "before_cursor_execute", record)
+        conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        conn.exec_driver_sql(f"PREPARE lookup AS {sent[0]}")
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql(
+            "EXPLAIN EXECUTE lookup('{e1,e2}', 'failed')"))
+        conn.exec_driver_sql("DEALLOCATE lookup")
+        return plan
+
+    plan = await database.write(generic_plan)
+    assert "Seq Scan on processed_events" not in plan and "Index Scan" in plan, plan
