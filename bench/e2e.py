@@ -659,6 +659,16 @@ class Probe:
     async def max_message_id(self) -> int:
         return int((await self.one("SELECT coalesce(max(id), 0) FROM messages"))[0])
 
+    async def stored_and_processed(self, lo: int) -> tuple[int, int]:
+        """Messages after ``lo`` stored (not rejected) and processed by transitions: the
+        sampler's once-a-second reading while the senders run. Only what it needs: the full
+        :meth:`progress` counts the outbox by topic, a read of the whole table that cost the
+        server 15-20 ms a call on PostgreSQL, CPU taken from the run it measures."""
+        r = await self.one(
+            "SELECT (SELECT count(*) FROM messages WHERE id > ? AND status <> 'rejected'),"
+            " (SELECT count(*) FROM processed_events WHERE message_id > ?)", lo, lo)
+        return int(r[0]), int(r[1])
+
     async def progress(self, lo: int, hi: int) -> dict[str, int]:
         """Messages in (lo, hi]: stored (not rejected), dead-lettered, processed by
         transitions; unpublished outbox rows (all)."""
@@ -1028,8 +1038,8 @@ async def run_phase(name: str, feed: Feed, port: int, probe: Probe, opts: Option
     async def sample() -> None:
         t0 = time.monotonic()
         while not stop.is_set():
-            p = await probe.progress(res.lo, 1 << 62)
-            res.timeline.append((time.monotonic() - t0, p["stored"], p["processed"]))
+            stored, processed = await probe.stored_and_processed(res.lo)
+            res.timeline.append((time.monotonic() - t0, stored, processed))
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar, cast
 from sqlalchemy import Table, delete, select
 from sqlalchemy.engine import Connection, RowMapping
 
+from transcare.db import tables
 from transcare.db.database import Database
 from transcare.db.lists import one_of, pair_in
 from transcare.db.statistics import refresh_statistics
@@ -75,6 +76,8 @@ class SqlAlchemyDirectory:
         rows, errors = _numbered(members)
         now = self._clock()
         report = await self._db.run(lambda conn: write_members(conn, rows, now))
+        await refresh_statistics(self._db, report.inserted + report.updated, tables.members,
+                                 tables.member_identifiers)
         return report.with_errors(errors)
 
     async def upsert_staff(self, staff: Sequence[StaffMember] | Parsed[StaffMember]
@@ -217,8 +220,6 @@ def write_members(conn: Connection, rows: Sequence[Numbered[Member]],
     changed = [k for k in wanted if current.get(k) != wanted[k] or held.get(k, set()) != listed[k]]
     upsert(conn, members, ["member_id"], [{**wanted[k], "updated_at": now} for k in changed])
     _replace_identifiers(conn, {k: (held.get(k, set()), listed[k]) for k in changed})
-    if changed:
-        refresh_statistics(conn, members, member_identifiers)
     return _report(changed, current, len(wanted), (*checked.errors, *conflicts))
 
 
@@ -230,8 +231,6 @@ def write_staff(conn: Connection, rows: Sequence[Numbered[StaffMember]],
     current = _current(conn, staff, "staff_id", _STAFF_COLUMNS, list(wanted))
     changed = [k for k in wanted if current.get(k) != wanted[k]]
     upsert(conn, staff, ["staff_id"], [{**wanted[k], "updated_at": now} for k in changed])
-    if changed:
-        refresh_statistics(conn, staff)
     return _report(changed, current, len(wanted), checked.errors)
 
 

@@ -139,3 +139,29 @@ async def test_upsert_of_keys_only_leaves_the_stored_row(database: Database) -> 
                                           keep=["name", "role", "updated_at"]))
     got = await database.run(lambda c: c.execute(select(staff.c.name, staff.c.email)).all())
     assert [tuple(r) for r in got] == [("A", "")]
+
+
+async def test_rows_are_taken_as_sqlalchemy_takes_them(database: Database) -> None:
+    """Booleans as 0 and 1 too; a later row without a column the first has is refused,
+    naming it (a bare KeyError would read as "not found" to the API)."""
+    rows = [{"staff_id": f"S{n}", "role": "support", "active": n, "updated_at": NOW}
+            for n in (0, 1)]
+    await database.write(lambda c: upsert(c, staff, ["staff_id"], rows))
+    got = await database.run(lambda c: c.execute(
+        select(staff.c.staff_id, staff.c.active).order_by(staff.c.staff_id)).all())
+    assert [tuple(r) for r in got] == [("S0", False), ("S1", True)]
+    uneven = [{"topic": "t", "key": "k1", "payload": "{}", "created_at": NOW},
+              {"topic": "t", "key": "k2", "created_at": NOW}]
+    with pytest.raises((ValueError, sqlalchemy.exc.StatementError), match="payload"):
+        await database.write(lambda c: insert_all(c, outbox, uneven))
+
+
+def test_rows_with_a_null_key_are_never_merged() -> None:
+    """NULL equals nothing: two rows whose key holds None stay two rows (the database then
+    treats them as distinct keys, as it did row by row)."""
+    from transcare.db.upsert import _first_of_each_key, _merged_by_key
+
+    rows = [{"a": None, "b": 1}, {"a": None, "b": 2}, {"a": "x", "b": 3}, {"a": "x", "b": 4}]
+    assert _merged_by_key(rows, ["a"], ()) == [{"a": None, "b": 1}, {"a": None, "b": 2},
+                                               {"a": "x", "b": 4}]
+    assert _first_of_each_key(rows, ["a"]) == rows[:3]

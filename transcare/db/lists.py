@@ -113,7 +113,7 @@ def keys_present(conn: Connection, column: ColumnElement[Any], values: Iterable[
         return set()
     if conn.dialect.name == POSTGRESQL:
         keys = func.unnest(_array_param(None, column, wanted)).table_valued("value").render_derived()
-        one = literal_column("1")  # in the text: the plan is made knowing it
+        one: ColumnElement[Any] = literal_column("1")  # in the text: planned knowing it
         hit = select(one).where(column == keys.c.value, *conditions).limit(one).lateral()
         return set(conn.execute(select(keys.c.value).select_from(keys.join(hit, true())))
                    .scalars())

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Enum,
     Float,
     Integer,
     LargeBinary,
@@ -38,13 +39,14 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeEngine
 
 from transcare.db.engine import json_dumps
 
 Rows = Sequence[Mapping[str, Any]]
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+_PG = asyncpg.dialect()  # type: ignore[no-untyped-call]  # the driver the service uses
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
@@ -77,7 +79,8 @@ def insert_all(conn: Connection, table: Table, rows: Rows) -> None:
 def insert_new(conn: Connection, table: Table, keys: Sequence[str], rows: Rows,
                returning: Sequence[str] = ()) -> list[tuple[Any, ...]]:
     """Insert the rows whose ``keys`` are not stored yet (of two rows with one key in ``rows``,
-    the first); returns the ``returning`` columns of the rows inserted."""
+    the first); returns the ``returning`` columns of the rows inserted, as the driver gives
+    them on PostgreSQL (no result processing of the column types: return plain columns)."""
     if not rows:
         return []
     if conn.dialect.name == "postgresql":
@@ -132,7 +135,9 @@ def _first_of_each_key(rows: Rows, keys: Sequence[str]) -> Rows:
     first = []
     for row in rows:
         key = tuple(row[k] for k in keys)
-        if key not in seen:
+        if None in key:  # NULL equals nothing: the database decides, as for distinct keys
+            first.append(row)
+        elif key not in seen:
             seen.add(key)
             first.append(row)
     return first
@@ -141,9 +146,11 @@ def _first_of_each_key(rows: Rows, keys: Sequence[str]) -> Rows:
 def _merged_by_key(rows: Rows, keys: Sequence[str], keep: Collection[str]) -> Rows:
     """One row a key, as the rows would leave it one after the other: PostgreSQL refuses to
     update one row twice in a statement. A later row's values win, except in ``keep``."""
-    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in rows:
-        key = tuple(row[k] for k in keys)
+    merged: dict[Any, dict[str, Any]] = {}
+    for n, row in enumerate(rows):
+        key: Any = tuple(row[k] for k in keys)
+        if None in key:  # NULL equals nothing: a row of its own
+            key = n
         if key in merged:
             merged[key].update((k, v) for k, v in row.items() if k not in keep)
         else:
@@ -152,6 +159,7 @@ def _merged_by_key(rows: Rows, keys: Sequence[str], keep: Collection[str]) -> Ro
 
 
 class _PgStatement(NamedTuple):
+    table: str
     sql: str
     columns: tuple[str, ...]  # the rows' keys, in parameter order
     defaults: tuple[tuple[str, Any], ...]  # columns the rows lack, with their default
@@ -161,7 +169,10 @@ class _PgStatement(NamedTuple):
 
 def _run(conn: Connection, statement: _PgStatement, rows: Rows) -> list[tuple[Any, ...]]:
     names = statement.columns
-    arrays: list[list[Any]] = [[row[name] for row in rows] for name in names]
+    try:
+        arrays: list[list[Any]] = [[row[name] for row in rows] for name in names]
+    except KeyError as exc:  # as SQLAlchemy's executemany: every row carries the first's columns
+        raise ValueError(f"{statement.table}: a row without column {exc.args[0]!r}") from None
     arrays += [[value] * len(rows) for _, value in statement.defaults]
     params = tuple(array if convert is None else [convert(v) for v in array]
                    for array, convert in zip(arrays, statement.converters, strict=True))
@@ -185,12 +196,16 @@ def _pg_statement(table: Table, columns: tuple[str, ...], keys: tuple[str, ...],
         defaults.append((column.name, column.default.arg))  # type: ignore[attr-defined]
     names = columns + tuple(name for name, _ in defaults)
     kinds = [_pg_kind(table.c[name].type, f"{table.name}.{name}") for name in names]
-    quote = _PG.identifier_preparer.quote
+    preparer = _PG.identifier_preparer
+
+    def quote(key: str) -> str:  # a column by its key, as rows name it
+        return preparer.quote(table.c[key].name)
+
     targets = ", ".join(quote(name) for name in names)
     aliases = ", ".join(f"c{n}" for n in range(len(names)))
     selected = ", ".join(f"c{n}{kind.cast}" for n, kind in enumerate(kinds))
     arrays = ", ".join(f"${n}::{kind.array}[]" for n, kind in enumerate(kinds, 1))
-    sql = (f"INSERT INTO {quote(table.name)} ({targets}) SELECT {selected} FROM unnest({arrays}) "
+    sql = (f"INSERT INTO {preparer.format_table(table)} ({targets}) SELECT {selected} FROM unnest({arrays}) "
            f"WITH ORDINALITY AS u({aliases}, n) ORDER BY n")
     if conflict == "nothing":
         sql += f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO NOTHING"
@@ -201,7 +216,7 @@ def _pg_statement(table: Table, columns: tuple[str, ...], keys: tuple[str, ...],
         sql += f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) {action}"
     if returning:
         sql += f" RETURNING {', '.join(quote(name) for name in returning)}"
-    return _PgStatement(sql, columns, tuple(defaults), tuple(k.convert for k in kinds),
+    return _PgStatement(table.name, sql, columns, tuple(defaults), tuple(k.convert for k in kinds),
                         bool(returning))
 
 
@@ -212,6 +227,7 @@ class _Kind(NamedTuple):
 
 
 def _pg_kind(type_: TypeEngine[Any], where: str) -> _Kind:
+    type_ = type_._variant_mapping.get(_PG.name, type_)  # with_variant(..., "postgresql")
     if isinstance(type_, TypeDecorator):
         inner = _pg_kind(type_.impl_instance, where)
         process = type_.process_bind_param
@@ -227,10 +243,12 @@ def _pg_kind(type_: TypeEngine[Any], where: str) -> _Kind:
             return None if value is None and none_as_null else json_dumps(value)
 
         return _Kind("text", "::jsonb" if isinstance(type_, postgresql.JSONB) else "::json", to_json)
+    if isinstance(type_, Enum):  # SQLAlchemy stores a member's name; not needed so far
+        raise TypeError(f"{where}: no bulk form for an Enum column")
     if isinstance(type_, String):  # also Text
         return _Kind("text", "", None)
     if isinstance(type_, Boolean):
-        return _Kind("boolean", "", None)
+        return _Kind("boolean", "", _strict_bool)
     if isinstance(type_, (BigInteger, Integer)):
         return _Kind("bigint", "", None)
     if isinstance(type_, Float):
@@ -242,3 +260,12 @@ def _pg_kind(type_: TypeEngine[Any], where: str) -> _Kind:
     if isinstance(type_, LargeBinary):
         return _Kind("bytea", "", None)
     raise TypeError(f"{where}: no bulk form for column type {type_!r}")
+
+
+def _strict_bool(value: Any) -> bool | None:
+    """As SQLAlchemy's Boolean takes them: None, True, False, 1 and 0."""
+    if value is None or isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    raise TypeError(f"not a boolean value: {value!r}")
