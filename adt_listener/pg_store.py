@@ -41,12 +41,14 @@ _DEADLOCK_RETRIES = 5
 STATEMENT_TIMEOUT_S = 30.0  # a server that stops answering fails the batch (no ACK) instead of hanging
 # Options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect (the adapter pops them too).
 _ADAPTER_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
-_PUBLISHED = "UPDATE messages SET published_at = $1 WHERE id = ANY($2::bigint[])"
+_PUBLISHED = ("UPDATE messages SET published_at = $1 WHERE id = ANY($2::bigint[]) "
+              "AND published_at IS NULL")
 # The normaliser's outcomes, one statement per batch; a NULL received time matches by id alone.
 _OUTCOMES = (
-    "UPDATE messages AS m SET status = o.status, reason = o.reason, processed_at = $1 "
-    "FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[]) "
-    "AS o(id, received_at, status, reason) "
+    "UPDATE messages AS m SET status = o.status, reason = o.reason, processed_at = $1, "
+    "published_at = coalesce(m.published_at, o.published_at) "
+    "FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::timestamptz[]) "
+    "AS o(id, received_at, status, reason, published_at) "
     "WHERE m.id = o.id AND (o.received_at IS NULL OR m.received_at = o.received_at) "
     "AND m.status != 'rejected'")
 _DECIDED = ("SELECT id, received_at FROM messages WHERE id = ANY($1::bigint[]) "
@@ -130,7 +132,7 @@ class PgDriverRows:
     async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
         await self._other.fetch(_OUTCOMES, at, [o.message_id for o in outcomes],
                           [o.received_at for o in outcomes], [o.status for o in outcomes],
-                          [o.reason for o in outcomes])
+                          [o.reason for o in outcomes], [o.published_at for o in outcomes])
 
     async def decided(self, ids: Sequence[int]) -> list[tuple[int, datetime]]:
         return [(int(i), t) for i, t in await self._other.fetch(_DECIDED, list(ids))]

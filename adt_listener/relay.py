@@ -1,9 +1,10 @@
 """The outbox relay: stored, accepted messages to ``adt.raw.v1``, keyed by patient.
 
-It publishes in store order, waits for the broker to acknowledge, then marks the rows published.
-A crash between the two republishes those rows on restart (at-least-once); downstream processing
-is idempotent by message id. While the broker is down the relay keeps retrying with backoff and
-the listener keeps accepting: the store holds the backlog.
+It publishes in store order, waits for the broker to acknowledge, then marks the rows published
+(a moment later, unless the normaliser marked them first). A crash between the two republishes
+those rows on restart (at-least-once); downstream processing is idempotent by message id.
+While the broker is down the relay keeps retrying with backoff and the listener keeps
+accepting: the store holds the backlog.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ class Relay:
     steady state costs no database read. The database is read at start, after any failure
     (everything unpublished, in id order), and every ``poll_s`` for rows left unpublished longer
     than ``stale_s`` (another listener's leftovers). Rows are marked published only after the
-    broker acknowledged them.
+    broker acknowledged them, and ``mark_after_s`` later: by then the normaliser has usually
+    recorded its outcome, which sets ``published_at`` from the record's timestamp, and the
+    relay's mark finds nothing left to write. On PostgreSQL each write of a message row is a
+    new row version with an entry in every index, and this saves one of the three (insert,
+    published, outcome). Marks still due are written before any read of the backlog, so the
+    relay never reads back what it has published; a crash before they are written
+    republishes those rows (at least once, as before, over a longer window).
 
     Arguments:
         store: the message store (the outbox).
@@ -73,12 +80,18 @@ class Relay:
         linger_s: after a wake-up, wait this long for more messages before a round: a round
             costs about 1 ms of CPU whatever its size (measured), so rounds of a few messages
             would spend the listener's CPU on the relay.
+        mark_after_s: how long after publishing a round the relay marks its rows (0: at once);
+            keep it well below ``stale_s``, after which another listener would publish them
+            again.
     """
 
     def __init__(self, store: MessageStore, connect: Callable[[], Awaitable[Publisher]],
                  batch: int = 1000, poll_s: float = 1.0, republish_after_s: float = 0.0,
-                 stale_s: float = 5.0, linger_s: float = 0.03) -> None:
+                 stale_s: float = 5.0, linger_s: float = 0.03, mark_after_s: float = 1.0) -> None:
         self._linger = linger_s
+        self._mark_after = mark_after_s
+        self._unmarked: list[int] = []  # published, not yet marked (oldest first)
+        self._unmarked_since = 0.0
         self._store = store
         self._connect = connect
         self._batch = batch
@@ -131,11 +144,13 @@ class Relay:
 
     async def publish_pending(self) -> int:
         """Publish one round; returns how many messages it published."""
+        await self._mark(due_only=True)
         await self._sweep()
         if self._recovering:
             return await self._recover_round()
         if time.monotonic() - self._last_poll >= self._poll:
             self._last_poll = time.monotonic()
+            await self._mark()  # what the query would find again
             cutoff = datetime.now(UTC) - timedelta(seconds=self._stale)
             stale = await self._store.unpublished(self._batch, received_before=cutoff)
             if stale:
@@ -149,6 +164,7 @@ class Relay:
 
     async def _recover_round(self) -> int:
         self._queue.clear()  # everything queued is committed, so the database read covers it
+        await self._mark()  # what the read would find again
         rows = await self._store.unpublished(self._batch)
         published = await self._publish(rows) if rows else 0
         if rows:
@@ -167,9 +183,26 @@ class Relay:
             await self._publisher.publish(ADT_RAW.name, records)
         except RecordTooLarge:
             return await self._publish_one_by_one(rows, records)
-        await self._store.mark_published([r.id for r in rows], datetime.now(UTC))
+        if not self._unmarked:
+            self._unmarked_since = time.monotonic()
+        self._unmarked.extend(r.id for r in rows)
+        if self._mark_after <= 0:
+            await self._mark()
         metrics.PUBLISHED.inc(len(rows))
         return len(rows)
+
+    async def _mark(self, due_only: bool = False) -> None:
+        """Mark what was published (all of it, or only once ``mark_after_s`` has passed since
+        the oldest); kept for the next try if the database fails."""
+        if not self._unmarked or (
+                due_only and time.monotonic() - self._unmarked_since < self._mark_after):
+            return
+        ids, self._unmarked = self._unmarked, []
+        try:
+            await self._store.mark_published(ids, datetime.now(UTC))
+        except BaseException:
+            self._unmarked = ids + self._unmarked
+            raise
 
     async def _publish_one_by_one(self, rows: list[PendingMessage],
                                   records: list[tuple[bytes, bytes]]) -> int:
@@ -215,6 +248,10 @@ class Relay:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        try:
+            await self._mark()
+        except Exception as exc:  # the database is gone: those rows are published again
+            log.warning("relay.mark_failed", error=type(exc).__name__, messages=len(self._unmarked))
         await self._drop_publisher()
 
 

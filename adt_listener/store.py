@@ -98,13 +98,17 @@ class Outcome(NamedTuple):
 
     ``received_at`` (from the record) makes the match exact: a record that names an id of
     another database (a topic shared with another deployment or an older data dir) changes
-    nothing here.
+    nothing here. ``published_at`` (the record's Kafka timestamp, set when the relay sent it)
+    becomes the row's ``published_at`` where the relay has not marked it yet: the relay
+    marks late, so that in the steady state the row is written once here instead of once
+    by each (see :class:`~adt_listener.relay.Relay`).
     """
 
     message_id: int
     status: str
     reason: str | None = None
     received_at: datetime | None = None
+    published_at: datetime | None = None
 
 
 class MessageStore(Protocol):
@@ -187,11 +191,13 @@ class SqlAlchemyMessageStore:
             lambda conn: [PendingMessage._make(row) for row in conn.execute(query).all()])
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
+        """Set ``published_at`` of these rows where it is not set yet (the normaliser's outcome
+        may have set it first, from the record's timestamp)."""
         if not ids:
             return
         if isinstance(self._db, ThreadedSqliteDatabase):
             sql = (f"UPDATE messages SET published_at = ? WHERE id IN "
-                   f"({', '.join('?' for _ in ids)})")
+                   f"({', '.join('?' for _ in ids)}) AND published_at IS NULL")
             params = (sqlite_text(at), *ids)
             await self._db.run_dbapi(lambda conn: conn.execute(sql, params))
             return
@@ -207,10 +213,11 @@ class SqlAlchemyMessageStore:
         if not outcomes:
             return
         if isinstance(self._db, ThreadedSqliteDatabase):
-            keyed = [(o.status, o.reason, sqlite_text(at), o.message_id,
-                      sqlite_text(o.received_at)) for o in outcomes if o.received_at is not None]
-            loose = [(o.status, o.reason, sqlite_text(at), o.message_id)
-                     for o in outcomes if o.received_at is None]
+            keyed = [(o.status, o.reason, sqlite_text(at), _sqlite_time(o.published_at),
+                      o.message_id, sqlite_text(o.received_at))
+                     for o in outcomes if o.received_at is not None]
+            loose = [(o.status, o.reason, sqlite_text(at), _sqlite_time(o.published_at),
+                      o.message_id) for o in outcomes if o.received_at is None]
 
             def apply(conn: sqlite3.Connection) -> None:
                 if keyed:
@@ -295,7 +302,8 @@ _COLUMNS = ("received_at", "sending_facility", "control_id", "message_type", "pa
 # would emit, without its per-statement overhead (measured: about 1 ms per transaction).
 _SQLITE_INSERT = (f"INSERT INTO messages ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
-_SQLITE_OUTCOME = ("UPDATE messages SET status = ?, reason = ?, processed_at = ? "
+_SQLITE_OUTCOME = ("UPDATE messages SET status = ?, reason = ?, processed_at = ?, "
+                   "published_at = coalesce(published_at, ?) "
                    "WHERE id = ? AND status != 'rejected'")
 _SQLITE_KNOWN = ("SELECT ack FROM messages WHERE sending_facility = ? AND control_id = ? "
                  "AND status != 'rejected'")
@@ -357,6 +365,10 @@ def _sqlite_values(item: IncomingMessage) -> tuple[Any, ...]:
     return (sqlite_text(item.received_at), item.sending_facility, item.control_id,
             item.message_type, item.patient_key, item.peer, item.charset, item.raw, item.ack_code,
             item.ack, item.status, item.reason)
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else sqlite_text(value)
 
 
 def _utc(value: datetime) -> datetime:

@@ -68,7 +68,7 @@ class FakeMessageStore:
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
         for i in ids:
-            if i in self._rows:
+            if i in self._rows and self._rows[i].published_at is None:
                 self._rows[i] = replace(self._rows[i], published_at=at)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
@@ -79,7 +79,8 @@ class FakeMessageStore:
                 continue
             if row is not None and row.status != REJECTED:
                 self._rows[o.message_id] = replace(row, status=o.status, reason=o.reason,
-                                                   processed_at=at)
+                                                   processed_at=at,
+                                                   published_at=row.published_at or o.published_at)
 
     async def find(self, *, control_id: str | None = None, facility: str | None = None,
                    status: str | None = None, limit: int = 100,

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -207,7 +208,8 @@ def _normaliser(app: faust.App, settings: Settings, shared: dict[str, Any]) -> N
 
     async def normaliser(records: Records) -> None:
         store = _message_store(settings, shared)
-        results = [normalise(r.key or b"", r.value or b"", time_zone) for r in records]
+        results = [_published_at(normalise(r.key or b"", r.value or b"", time_zone), r.timestamp)
+                   for r in records]
         results = await _undecided(store, results)
         await started.wait()
         await _publish(results, state["publisher"])
@@ -245,6 +247,15 @@ def _consume(app: faust.App, settings: Settings, stage: str, topic: str,
 
     consume.__name__ = f"consume_{stage}"
     app.task(consume)
+
+
+def _published_at(result: Normalised, timestamp_ms: int | None) -> Normalised:
+    """The outcome with the record's timestamp (the relay's send) as the message's
+    ``published_at``, which the relay leaves to the outcome where it comes first."""
+    if result.outcome is None or timestamp_ms is None or timestamp_ms < 0:
+        return result
+    published = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    return replace(result, outcome=result.outcome._replace(published_at=published))
 
 
 async def _undecided(store: SqlAlchemyMessageStore,

@@ -270,6 +270,24 @@ async def test_record_outcomes_sets_status_reason_and_time(store: MessageStore) 
     await store.record_outcomes([], at)  # no-op
 
 
+async def test_the_first_publication_time_stays(store: MessageStore) -> None:
+    """The relay marks late: an outcome carrying the record's time sets ``published_at``
+    where the relay has not, and neither overwrites the other."""
+    await store.store([msg("C1"), msg("C2"), msg("C3")])
+    ids = {m.control_id: m.id for m in await store.find()}
+    sent, marked, done = (T0 + timedelta(seconds=n) for n in (1, 2, 3))
+    await store.mark_published([ids["C2"]], marked)  # the relay first
+    await store.record_outcomes([
+        Outcome(ids["C1"], PROCESSED, None, T0, sent), Outcome(ids["C2"], PROCESSED, None, T0, sent),
+        Outcome(ids["C3"], DEADLETTERED, "PV1-3: no location", T0),  # no record time
+    ], done)
+    await store.mark_published([ids["C1"], ids["C2"], ids["C3"]], done)  # the relay late
+    rows = {m.control_id: m for m in await store.find()}
+    assert {k: utc(r.published_at) for k, r in rows.items() if r.published_at} == {
+        "C1": sent, "C2": marked, "C3": done}
+    assert await store.backlog() == 0
+
+
 async def test_backlog_and_count_by_status_start_at_zero(store: MessageStore) -> None:
     assert await store.backlog() == 0
     assert await store.count_by_status() == {ACCEPTED: 0, PROCESSED: 0, DEADLETTERED: 0,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from adt_listener.relay import RecordTooLarge, Relay
-from adt_listener.store import ACCEPTED, DEADLETTERED, IncomingMessage
+from adt_listener.store import ACCEPTED, DEADLETTERED, PROCESSED, IncomingMessage, Outcome
 from tests.fakes import FakeMessageStore
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -46,11 +46,12 @@ async def stored(store: FakeMessageStore, *items: IncomingMessage) -> list[int]:
     return [r.id for r in await store.store(list(items))]  # type: ignore[misc]
 
 
-def relay_for(store: FakeMessageStore, publisher: FakePublisher) -> Relay:
+def relay_for(store: FakeMessageStore, publisher: FakePublisher,
+              mark_after_s: float = 0.0) -> Relay:
     async def connect() -> FakePublisher:
         return publisher
 
-    return Relay(store, connect, poll_s=0.05, linger_s=0.0)
+    return Relay(store, connect, poll_s=0.05, linger_s=0.0, mark_after_s=mark_after_s)
 
 
 async def test_start_publishes_what_the_store_holds_in_order() -> None:
@@ -104,4 +105,50 @@ async def test_a_record_too_large_is_dead_lettered_and_the_others_go_through() -
     (big,) = await store.find(control_id="BIG")
     assert big.id == ids[1] and big.status == DEADLETTERED
     assert "more than the Kafka topic accepts" in (big.reason or "")
+    assert await store.backlog() == 0
+
+
+async def test_marks_wait_so_that_the_normalisers_outcome_can_set_them_first() -> None:
+    """The relay marks a round's rows ``mark_after_s`` later, only where nothing set
+    ``published_at`` before (the normaliser's outcome, from the record's timestamp)."""
+    store, publisher = FakeMessageStore(), FakePublisher()
+    relay = relay_for(store, publisher, mark_after_s=0.2)
+    await relay.publish_pending()  # start-up recovery: nothing stored yet
+    items = [incoming("M1"), incoming("M2")]
+    ids = await stored(store, *items)
+    relay.handoff([item.pending(i) for item, i in zip(items, ids, strict=True)])
+    assert await relay.publish_pending() == 2
+    stamped = T0.replace(second=5)
+    await store.record_outcomes([Outcome(ids[0], PROCESSED, None, T0, stamped)], T0)
+    assert await relay.publish_pending() == 0  # not due yet: nothing marked
+    assert [m.published_at for m in await store.find(limit=10)] == [None, stamped]
+    await asyncio.sleep(0.25)
+    assert await relay.publish_pending() == 0
+    published = [m.published_at for m in await store.find(limit=10)]
+    assert published[1] == stamped and published[0] is not None and published[0] != stamped
+    assert await store.backlog() == 0
+
+
+async def test_due_marks_are_written_before_the_backlog_is_read_again() -> None:
+    """A stale poll or a recovery reads the rows not marked published: the relay's own marks
+    go first, so it never publishes its rows twice; stopping writes them too."""
+    store, publisher = FakeMessageStore(), FakePublisher()
+    relay = relay_for(store, publisher, mark_after_s=60.0)
+    ids = await stored(store, incoming("S1"), incoming("S2"))
+    assert await relay.publish_pending() == 2  # recovery reads and publishes both
+    assert await store.backlog() == 2  # published, not marked yet
+    ids += await stored(store, incoming("S3"))  # received at T0: stale at once
+    await asyncio.sleep(0.06)  # the stale poll is due (poll_s=0.05)
+    assert await relay.publish_pending() == 1  # S3 only: S1 and S2 were marked first
+    assert await store.backlog() == 1
+    publisher.fail_next = 1  # the next round fails: the relay recovers from the store
+    ids += await stored(store, incoming("S4"))
+    task = asyncio.create_task(relay.run())
+    for _ in range(100):
+        if len(publisher.sent) == 4:
+            break
+        await asyncio.sleep(0.02)
+    await relay.stop()
+    await task
+    assert [v["message_id"] for _, v in publisher.sent] == ids  # each once, in order
     assert await store.backlog() == 0
