@@ -42,11 +42,11 @@ STATEMENT_TIMEOUT_S = 30.0  # a server that stops answering fails the batch (no 
 # Options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect (the adapter pops them too).
 _ADAPTER_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
 _PUBLISHED = ("UPDATE messages SET published_at = $1 WHERE id = ANY($2::bigint[]) "
-              "AND published_at IS NULL")
+              "AND published_at IS NULL AND (processed_at IS NULL OR processed_at < $1)")
 # The normaliser's outcomes, one statement per batch; a NULL received time matches by id alone.
 _OUTCOMES = (
     "UPDATE messages AS m SET status = o.status, reason = o.reason, processed_at = $1, "
-    "published_at = coalesce(m.published_at, o.published_at) "
+    "published_at = coalesce(m.published_at, o.published_at, $1) "
     "FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::timestamptz[]) "
     "AS o(id, received_at, status, reason, published_at) "
     "WHERE m.id = o.id AND (o.received_at IS NULL OR m.received_at = o.received_at) "

@@ -87,11 +87,13 @@ class Relay:
 
     def __init__(self, store: MessageStore, connect: Callable[[], Awaitable[Publisher]],
                  batch: int = 1000, poll_s: float = 1.0, republish_after_s: float = 0.0,
-                 stale_s: float = 5.0, linger_s: float = 0.03, mark_after_s: float = 1.0) -> None:
+                 stale_s: float = 5.0, linger_s: float = 0.03, mark_after_s: float = 0.5) -> None:
         self._linger = linger_s
         self._mark_after = mark_after_s
-        self._unmarked: list[int] = []  # published, not yet marked (oldest first)
+        # Rounds published, not yet marked (oldest first): the broker's ACK time and the ids.
+        self._unmarked: list[tuple[datetime, list[int]]] = []
         self._unmarked_since = 0.0
+        self._running: asyncio.Task[None] | None = None
         self._store = store
         self._connect = connect
         self._batch = batch
@@ -114,6 +116,7 @@ class Relay:
             self._wake.set()
 
     async def run(self) -> None:
+        self._running = asyncio.current_task()
         backoff = 0.2
         while not self._stopping:
             try:
@@ -185,7 +188,7 @@ class Relay:
             return await self._publish_one_by_one(rows, records)
         if not self._unmarked:
             self._unmarked_since = time.monotonic()
-        self._unmarked.extend(r.id for r in rows)
+        self._unmarked.append((datetime.now(UTC), [r.id for r in rows]))
         if self._mark_after <= 0:
             await self._mark()
         metrics.PUBLISHED.inc(len(rows))
@@ -193,16 +196,15 @@ class Relay:
 
     async def _mark(self, due_only: bool = False) -> None:
         """Mark what was published (all of it, or only once ``mark_after_s`` has passed since
-        the oldest); kept for the next try if the database fails."""
-        if not self._unmarked or (
+        the oldest round), each round with the time the broker acknowledged it; what is not
+        written is kept for the next try. The store marks only rows nothing marked and not
+        processed since that time (a replay may have queued them again meanwhile)."""
+        while self._unmarked and not (
                 due_only and time.monotonic() - self._unmarked_since < self._mark_after):
-            return
-        ids, self._unmarked = self._unmarked, []
-        try:
-            await self._store.mark_published(ids, datetime.now(UTC))
-        except BaseException:
-            self._unmarked = ids + self._unmarked
-            raise
+            sent_at, ids = self._unmarked[0]
+            await self._store.mark_published(ids, sent_at)
+            self._unmarked.pop(0)
+            due_only = False  # the rest of a due flush goes too
 
     async def _publish_one_by_one(self, rows: list[PendingMessage],
                                   records: list[tuple[bytes, bytes]]) -> int:
@@ -245,13 +247,18 @@ class Relay:
             except Exception:  # already broken; nothing more to do
                 pass
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Let the round in progress finish (up to ``timeout_s``), write the marks still due,
+        close the publisher. What is left unmarked is published again at the next start."""
         self._stopping = True
         self._wake.set()
+        if self._running is not None and self._running is not asyncio.current_task():
+            await asyncio.wait({self._running}, timeout=timeout_s)
         try:
             await self._mark()
         except Exception as exc:  # the database is gone: those rows are published again
-            log.warning("relay.mark_failed", error=type(exc).__name__, messages=len(self._unmarked))
+            log.warning("relay.mark_failed", error=type(exc).__name__,
+                        messages=sum(len(ids) for _, ids in self._unmarked))
         await self._drop_publisher()
 
 

@@ -98,10 +98,10 @@ class Outcome(NamedTuple):
 
     ``received_at`` (from the record) makes the match exact: a record that names an id of
     another database (a topic shared with another deployment or an older data dir) changes
-    nothing here. ``published_at`` (the record's Kafka timestamp, set when the relay sent it)
-    becomes the row's ``published_at`` where the relay has not marked it yet: the relay
-    marks late, so that in the steady state the row is written once here instead of once
-    by each (see :class:`~adt_listener.relay.Relay`).
+    nothing here. ``published_at`` (the record's Kafka timestamp, set when the relay sent it;
+    without one, the outcome's time) becomes the row's ``published_at`` where the relay has
+    not marked it yet: the relay marks late, so that in the steady state the row is written
+    once here instead of once by each (see :class:`~adt_listener.relay.Relay`).
     """
 
     message_id: int
@@ -191,14 +191,17 @@ class SqlAlchemyMessageStore:
             lambda conn: [PendingMessage._make(row) for row in conn.execute(query).all()])
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
-        """Set ``published_at`` of these rows where it is not set yet (the normaliser's outcome
-        may have set it first, from the record's timestamp)."""
+        """Record that these rows were published at ``at`` (the broker's acknowledgement),
+        where nothing has: not where the normaliser's outcome set ``published_at`` first (from
+        the record's time), nor where a later outcome (``processed_at`` from ``at`` on) was
+        undone by a replay, which queued the row to be published again."""
         if not ids:
             return
         if isinstance(self._db, ThreadedSqliteDatabase):
             sql = (f"UPDATE messages SET published_at = ? WHERE id IN "
-                   f"({', '.join('?' for _ in ids)}) AND published_at IS NULL")
-            params = (sqlite_text(at), *ids)
+                   f"({', '.join('?' for _ in ids)}) AND published_at IS NULL "
+                   "AND (processed_at IS NULL OR processed_at < ?)")
+            params = (sqlite_text(at), *ids, sqlite_text(at))
             await self._db.run_dbapi(lambda conn: conn.execute(sql, params))
             return
         assert self._pg is not None
@@ -213,10 +216,11 @@ class SqlAlchemyMessageStore:
         if not outcomes:
             return
         if isinstance(self._db, ThreadedSqliteDatabase):
-            keyed = [(o.status, o.reason, sqlite_text(at), _sqlite_time(o.published_at),
+            now = sqlite_text(at)
+            keyed = [(o.status, o.reason, now, _sqlite_time(o.published_at), now,
                       o.message_id, sqlite_text(o.received_at))
                      for o in outcomes if o.received_at is not None]
-            loose = [(o.status, o.reason, sqlite_text(at), _sqlite_time(o.published_at),
+            loose = [(o.status, o.reason, now, _sqlite_time(o.published_at), now,
                       o.message_id) for o in outcomes if o.received_at is None]
 
             def apply(conn: sqlite3.Connection) -> None:
@@ -303,7 +307,7 @@ _COLUMNS = ("received_at", "sending_facility", "control_id", "message_type", "pa
 _SQLITE_INSERT = (f"INSERT INTO messages ({', '.join(_COLUMNS)}) "
                   f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 _SQLITE_OUTCOME = ("UPDATE messages SET status = ?, reason = ?, processed_at = ?, "
-                   "published_at = coalesce(published_at, ?) "
+                   "published_at = coalesce(published_at, ?, ?) "
                    "WHERE id = ? AND status != 'rejected'")
 _SQLITE_KNOWN = ("SELECT ack FROM messages WHERE sending_facility = ? AND control_id = ? "
                  "AND status != 'rejected'")

@@ -68,8 +68,10 @@ class FakeMessageStore:
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
         for i in ids:
-            if i in self._rows and self._rows[i].published_at is None:
-                self._rows[i] = replace(self._rows[i], published_at=at)
+            row = self._rows.get(i)
+            if row is not None and row.published_at is None and (
+                    row.processed_at is None or row.processed_at < at):
+                self._rows[i] = replace(row, published_at=at)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
         for o in outcomes:
@@ -80,7 +82,7 @@ class FakeMessageStore:
             if row is not None and row.status != REJECTED:
                 self._rows[o.message_id] = replace(row, status=o.status, reason=o.reason,
                                                    processed_at=at,
-                                                   published_at=row.published_at or o.published_at)
+                                                   published_at=row.published_at or o.published_at or at)
 
     async def find(self, *, control_id: str | None = None, facility: str | None = None,
                    status: str | None = None, limit: int = 100,

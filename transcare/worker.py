@@ -251,11 +251,15 @@ def _consume(app: faust.App, settings: Settings, stage: str, topic: str,
 
 def _published_at(result: Normalised, timestamp_ms: int | None) -> Normalised:
     """The outcome with the record's timestamp (the relay's send) as the message's
-    ``published_at``, which the relay leaves to the outcome where it comes first."""
-    if result.outcome is None or timestamp_ms is None or timestamp_ms < 0:
+    ``published_at``, which the relay leaves to the outcome where it comes first; never
+    before the message was received (a broker's own clock may be behind the listener's)."""
+    outcome = result.outcome
+    if outcome is None or timestamp_ms is None or timestamp_ms < 0:
         return result
     published = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    return replace(result, outcome=result.outcome._replace(published_at=published))
+    if outcome.received_at is not None and published < outcome.received_at:
+        published = outcome.received_at
+    return replace(result, outcome=outcome._replace(published_at=published))
 
 
 async def _undecided(store: SqlAlchemyMessageStore,

@@ -281,11 +281,28 @@ async def test_the_first_publication_time_stays(store: MessageStore) -> None:
         Outcome(ids["C1"], PROCESSED, None, T0, sent), Outcome(ids["C2"], PROCESSED, None, T0, sent),
         Outcome(ids["C3"], DEADLETTERED, "PV1-3: no location", T0),  # no record time
     ], done)
-    await store.mark_published([ids["C1"], ids["C2"], ids["C3"]], done)  # the relay late
+    await store.mark_published([ids["C1"], ids["C2"], ids["C3"]], sent)  # the relay late
     rows = {m.control_id: m for m in await store.find()}
+    # Without the record's time an outcome stands for it with its own.
     assert {k: utc(r.published_at) for k, r in rows.items() if r.published_at} == {
         "C1": sent, "C2": marked, "C3": done}
     assert await store.backlog() == 0
+
+
+async def test_a_late_mark_leaves_a_replayed_message_to_be_published(store: MessageStore) -> None:
+    """A mark for a publication that an outcome followed, and a replay then undid, changes
+    nothing: the replayed message stays queued. A message replayed before it was published
+    again, and not processed since, is marked."""
+    await store.store([msg("C1"), msg("C2")])
+    ids = {m.control_id: m.id for m in await store.find()}
+    sent = T0 + timedelta(seconds=1)
+    await store.record_outcomes([Outcome(ids["C1"], PROCESSED, None, T0, sent),
+                                 Outcome(ids["C2"], PROCESSED, None, T0, sent)],
+                                T0 + timedelta(seconds=2))
+    assert await store.republish(None, None) == 2
+    await store.mark_published([ids["C1"]], sent)  # the first publication, marked late
+    await store.mark_published([ids["C2"]], T0 + timedelta(seconds=3))  # published again
+    assert [p.control_id for p in await store.unpublished(10)] == ["C1"]
 
 
 async def test_backlog_and_count_by_status_start_at_zero(store: MessageStore) -> None:

@@ -152,3 +152,25 @@ async def test_due_marks_are_written_before_the_backlog_is_read_again() -> None:
     await task
     assert [v["message_id"] for _, v in publisher.sent] == ids  # each once, in order
     assert await store.backlog() == 0
+
+
+async def test_a_replay_meanwhile_is_not_undone_by_a_late_mark() -> None:
+    """``transcare replay`` queues a processed message again (``published_at`` cleared) while
+    the relay still holds its first publication unmarked: the late mark must not record that
+    first publication as this one, or the replay would never be sent."""
+    store, publisher = FakeMessageStore(), FakePublisher()
+    relay = relay_for(store, publisher, mark_after_s=0.1)
+    await relay.publish_pending()  # start-up recovery: nothing stored yet
+    item = incoming("R1")
+    [rid] = await stored(store, item)
+    relay.handoff([item.pending(rid)])
+    assert await relay.publish_pending() == 1  # published; its mark waits
+    await asyncio.sleep(0.01)
+    now = datetime.now(UTC)
+    await store.record_outcomes([Outcome(rid, PROCESSED, None, T0, now)], now)
+    assert await store.republish(None, None) == 1  # the replay: accepted, unpublished again
+    await asyncio.sleep(0.12)
+    for _ in range(3):  # the due mark, then stale polls (received at T0: stale at once)
+        await relay.publish_pending()
+        await asyncio.sleep(0.06)
+    assert [v["control_id"] for _, v in publisher.sent] == ["R1", "R1"]

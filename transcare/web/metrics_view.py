@@ -22,7 +22,8 @@ def render_metrics(backlog: int, by_status: dict[str, int],
     """The exposition text and its content type; ``stats`` from
     :func:`transitions.episode_queries.stream_stats`."""
     lines = [
-        "# HELP transcare_relay_backlog Stored accepted messages not yet published to Kafka",
+        "# HELP transcare_relay_backlog Stored accepted messages not yet published to Kafka "
+        "(or published in the last half second and not yet normalised)",
         "# TYPE transcare_relay_backlog gauge",
         f"transcare_relay_backlog {backlog}",
         "# HELP transcare_messages_stored Messages in the store by status",
