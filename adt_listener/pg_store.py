@@ -41,8 +41,12 @@ _DEADLOCK_RETRIES = 5
 STATEMENT_TIMEOUT_S = 30.0  # a server that stops answering fails the batch (no ACK) instead of hanging
 # Options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect (the adapter pops them too).
 _ADAPTER_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
-_PUBLISHED = ("UPDATE messages SET published_at = $1 WHERE id = ANY($2::bigint[]) "
-              "AND published_at IS NULL AND (processed_at IS NULL OR processed_at < $1)")
+# The relay's late mark skips a row another transaction holds: the normaliser's outcome (which
+# sets published_at itself) or a replay (which clears it). Waiting for it instead deadlocked
+# with the normaliser, each updating the other's rows in another order (bench/e2e).
+_PUBLISHED = ("UPDATE messages SET published_at = $1 WHERE id IN ("
+              "SELECT id FROM messages WHERE id = ANY($2::bigint[]) AND published_at IS NULL "
+              "AND (processed_at IS NULL OR processed_at < $1) FOR UPDATE SKIP LOCKED)")
 # The normaliser's outcomes, one statement per batch; a NULL received time matches by id alone.
 _OUTCOMES = (
     "UPDATE messages AS m SET status = o.status, reason = o.reason, processed_at = $1, "

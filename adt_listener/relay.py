@@ -65,9 +65,10 @@ class Relay:
     recorded its outcome, which sets ``published_at`` from the record's timestamp, and the
     relay's mark finds nothing left to write. On PostgreSQL each write of a message row is a
     new row version with an entry in every index, and this saves one of the three (insert,
-    published, outcome). Marks still due are written before any read of the backlog, so the
-    relay never reads back what it has published; a crash before they are written
-    republishes those rows (at least once, as before, over a longer window).
+    published, outcome). The relay's stale poll leaves out the rows it holds unmarked, and a
+    recovery writes the marks first, so it never reads back what it has published; a crash
+    before they are written republishes those rows (at least once, as before, over a longer
+    window).
 
     Arguments:
         store: the message store (the outbox).
@@ -153,9 +154,10 @@ class Relay:
             return await self._recover_round()
         if time.monotonic() - self._last_poll >= self._poll:
             self._last_poll = time.monotonic()
-            await self._mark()  # what the query would find again
             cutoff = datetime.now(UTC) - timedelta(seconds=self._stale)
             stale = await self._store.unpublished(self._batch, received_before=cutoff)
+            held = {i for _, ids in self._unmarked for i in ids}
+            stale = [r for r in stale if r.id not in held]  # published by us, not yet marked
             if stale:
                 log.warning("relay.stale_unpublished", messages=len(stale))
                 published = {r.id for r in stale}

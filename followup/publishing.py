@@ -87,6 +87,9 @@ def collect_changes(out: Writes, changes: Sequence[TaskChange], tasks: Mapping[s
             notices += [(notice, who, channels(staff, who)) for who in _recipients(change, task, staff)]
     if event is not None:
         notices += episode_alerts(event, staff, ctx)
+    sent = {channel for _, _, channels in notices for channel in channels if channel != "inbox"}
+    if sent:
+        ctx.notified(sent)
     out.notices += notices
     out.outbox += _notification_events(notices, tasks,
                                        event.member_id if event is not None else "", now)

@@ -9,7 +9,7 @@ replay change nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,12 +34,22 @@ from transitions.model import StaffMember
 log = structlog.get_logger("transcare.followup")
 
 
+def _ignore(channels: set[str]) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class FollowupContext:
+    """What planning needs besides the database. ``notified`` is called with the channels
+    other than the inbox that a batch writes notifications on (before its transaction
+    commits), so that the worker wakes only those loops of its dispatcher: waking every loop
+    after every batch made a claim query a channel a batch, mostly for nothing."""
+
     rules: RuleSet
     calendar: ProgramCalendar
     delegation: bool = False
     public_url: str = "http://127.0.0.1:8080"
+    notified: Callable[[set[str]], None] = _ignore
 
 
 def staff_directory(conn: Connection) -> dict[str, StaffMember]:

@@ -103,15 +103,23 @@ def _wake(shared: dict[str, Any], *names: str) -> None:
 def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
     """transitions.episodes.v1 -> tasks (database) + outbox -> followup.tasks.v1 and
     followup.notifications.v1; the ladder scheduler; the notification dispatcher."""
-    ctx = followup_context(settings)  # a bad rule file stops the worker here, naming the rule
+    notified: set[str] = set()  # channels written on since the dispatcher was last woken
+    # A bad rule file stops the worker here, naming the rule.
+    ctx = replace(followup_context(settings), notified=notified.update)
     holder = _holder()
+
+    def wake_dispatcher() -> None:
+        if notified and "dispatcher" in shared:
+            shared["dispatcher"].wake(set(notified))
+            notified.clear()
 
     async def planner(records: Records) -> None:
         changes = await plan(_database(settings, shared), decode_episode_events(
             [r.value for r in records if r.value is not None]), ctx)
         if changes:
             metrics.TASK_CHANGES.inc(changes)
-            _wake(shared, "outbox", "dispatcher")
+            _wake(shared, "outbox")
+        wake_dispatcher()
 
     _consume(app, settings, "followup", EPISODES.name, planner)
 
@@ -122,7 +130,8 @@ def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> Non
             log.warning("followup.scheduler_failed", error=type(exc).__name__)
             return
         if fired:
-            _wake(shared, "outbox", "dispatcher")
+            _wake(shared, "outbox")
+        wake_dispatcher()
 
     _every(app, settings.scheduler_interval_s, scheduler)
 

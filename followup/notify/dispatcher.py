@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -81,10 +81,12 @@ class Dispatcher:
         self._limits = {ch: asyncio.Semaphore(concurrency) for ch in SENT_CHANNELS}
         self._wake = {ch: asyncio.Event() for ch in SENT_CHANNELS}
 
-    def wake(self) -> None:
-        """New notifications were committed: dispatch without waiting for the next poll."""
-        for event in self._wake.values():
-            event.set()
+    def wake(self, channels: Iterable[str] | None = None) -> None:
+        """New notifications were committed (on ``channels``; None: on any): dispatch them
+        without waiting for the next poll."""
+        for channel, event in self._wake.items():
+            if channels is None or channel in channels:
+                event.set()
 
     async def dispatch_once(self, channels: Sequence[str] = SENT_CHANNELS) -> int:
         """Claim one batch of due rows on ``channels``, send them concurrently and record each

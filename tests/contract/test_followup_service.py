@@ -106,6 +106,23 @@ async def test_notifications_go_to_the_assignee_by_channel(database: Database) -
     assert "DOE" not in body and "JANE" not in body and "1001" not in body  # no PHI
 
 
+@pytest.mark.parametrize("c1_email", ["c1@x.org", ""])
+async def test_planning_names_the_channels_it_notifies_on_besides_the_inbox(
+        database: Database, c1_email: str) -> None:
+    """The worker wakes only the dispatcher loops a batch gave work to: the tasks go to C1,
+    with an e-mail address or without (then only inbox rows: no channel named)."""
+    from dataclasses import replace
+
+    await setup(database)
+    await SqlAlchemyDirectory(database, lambda: T0).upsert_staff([StaffMember(
+        "C1", "Coord One", "care_coordinator", "north", "S1", "C2", email=c1_email)])
+    named: list[set[str]] = []
+    ctx = replace(CTX, notified=named.append)
+    events = await stay(database)
+    await database.write(lambda c: plan_batch(c, events, ctx, T0))
+    assert set().union(*named) == ({"email"} if c1_email else set())
+
+
 async def test_the_ladder_fires_each_step_once_with_a_moved_clock(database: Database) -> None:
     await setup(database)
     await plan(database, await stay(database))

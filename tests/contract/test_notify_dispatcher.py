@@ -298,3 +298,22 @@ async def test_run_delivers_on_wake_and_stops(
     await asyncio.wait_for(task, 5)
     assert len(receiver.requests) == 1
     assert (await rows(database))[("s-hook", "webhook")]["status"] == "delivered"
+
+
+async def test_a_wake_for_one_channel_leaves_the_others_to_their_poll(
+        database: Database, world: Clock, senders: dict[str, Sender], receiver: Receiver) -> None:
+    d, stop = dispatcher(database, senders, world, poll_s=30), asyncio.Event()
+    task = asyncio.create_task(d.run(stop))
+    await asyncio.sleep(0.05)  # the loops' first claims: nothing yet
+    await create(database, world, (notice(), "s-hook", ("webhook",)))
+    d.wake(["email"])
+    await asyncio.sleep(0.3)
+    assert receiver.requests == []  # the webhook loop still waits for its poll
+    d.wake(["webhook"])
+    for _ in range(300):
+        if receiver.requests:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(receiver.requests) == 1

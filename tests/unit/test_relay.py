@@ -130,8 +130,9 @@ async def test_marks_wait_so_that_the_normalisers_outcome_can_set_them_first() -
 
 
 async def test_due_marks_are_written_before_the_backlog_is_read_again() -> None:
-    """A stale poll or a recovery reads the rows not marked published: the relay's own marks
-    go first, so it never publishes its rows twice; stopping writes them too."""
+    """A stale poll or a recovery reads the rows not marked published: the poll leaves out
+    the rows the relay holds unmarked and a recovery writes its marks first, so it never
+    publishes its rows twice; stopping writes them too."""
     store, publisher = FakeMessageStore(), FakePublisher()
     relay = relay_for(store, publisher, mark_after_s=60.0)
     ids = await stored(store, incoming("S1"), incoming("S2"))
@@ -139,8 +140,8 @@ async def test_due_marks_are_written_before_the_backlog_is_read_again() -> None:
     assert await store.backlog() == 2  # published, not marked yet
     ids += await stored(store, incoming("S3"))  # received at T0: stale at once
     await asyncio.sleep(0.06)  # the stale poll is due (poll_s=0.05)
-    assert await relay.publish_pending() == 1  # S3 only: S1 and S2 were marked first
-    assert await store.backlog() == 1
+    assert await relay.publish_pending() == 1  # S3 only: S1 and S2 are held unmarked
+    assert await store.backlog() == 3
     publisher.fail_next = 1  # the next round fails: the relay recovers from the store
     ids += await stored(store, incoming("S4"))
     task = asyncio.create_task(relay.run())
