@@ -95,6 +95,7 @@ class Relay:
         self._unmarked: list[tuple[datetime, list[int]]] = []
         self._unmarked_since = 0.0
         self._running: asyncio.Task[None] | None = None
+        self._marking = asyncio.Lock()
         self._store = store
         self._connect = connect
         self._batch = batch
@@ -155,9 +156,9 @@ class Relay:
         if time.monotonic() - self._last_poll >= self._poll:
             self._last_poll = time.monotonic()
             cutoff = datetime.now(UTC) - timedelta(seconds=self._stale)
-            stale = await self._store.unpublished(self._batch, received_before=cutoff)
-            held = {i for _, ids in self._unmarked for i in ids}
-            stale = [r for r in stale if r.id not in held]  # published by us, not yet marked
+            held = {i for _, ids in self._unmarked for i in ids}  # ours, not yet marked
+            stale = await self._store.unpublished(self._batch + len(held), received_before=cutoff)
+            stale = [r for r in stale if r.id not in held][: self._batch]
             if stale:
                 log.warning("relay.stale_unpublished", messages=len(stale))
                 published = {r.id for r in stale}
@@ -201,12 +202,13 @@ class Relay:
         the oldest round), each round with the time the broker acknowledged it; what is not
         written is kept for the next try. The store marks only rows nothing marked and not
         processed since that time (a replay may have queued them again meanwhile)."""
-        while self._unmarked and not (
-                due_only and time.monotonic() - self._unmarked_since < self._mark_after):
-            sent_at, ids = self._unmarked[0]
-            await self._store.mark_published(ids, sent_at)
-            self._unmarked.pop(0)
-            due_only = False  # the rest of a due flush goes too
+        async with self._marking:  # stop() may mark while run() is marking
+            while self._unmarked and not (
+                    due_only and time.monotonic() - self._unmarked_since < self._mark_after):
+                sent_at, ids = self._unmarked[0]
+                await self._store.mark_published(ids, sent_at)
+                self._unmarked.pop(0)
+                due_only = False  # the rest of a due flush goes too
 
     async def _publish_one_by_one(self, rows: list[PendingMessage],
                                   records: list[tuple[bytes, bytes]]) -> int:

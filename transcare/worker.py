@@ -28,6 +28,7 @@ from adt_listener.store import SqlAlchemyMessageStore
 from followup.notify.dispatcher import Dispatcher
 from followup.notify.senders import senders_from_settings
 from followup.rules import RuleError
+from followup.service import FollowupContext
 from schemas.topics import ADT_DEADLETTER, ADT_EVENTS, ADT_RAW, ALL_TOPICS, EPISODES
 from transcare import metrics
 from transcare.consuming import BatchConsumer, Records
@@ -103,35 +104,39 @@ def _wake(shared: dict[str, Any], *names: str) -> None:
 def _followup(app: faust.App, settings: Settings, shared: dict[str, Any]) -> None:
     """transitions.episodes.v1 -> tasks (database) + outbox -> followup.tasks.v1 and
     followup.notifications.v1; the ladder scheduler; the notification dispatcher."""
-    notified: set[str] = set()  # channels written on since the dispatcher was last woken
-    # A bad rule file stops the worker here, naming the rule.
-    ctx = replace(followup_context(settings), notified=notified.update)
+    ctx = followup_context(settings)  # a bad rule file stops the worker here, naming the rule
     holder = _holder()
 
-    def wake_dispatcher() -> None:
-        if notified and "dispatcher" in shared:
-            shared["dispatcher"].wake(set(notified))
-            notified.clear()
+    def noting(channels: set[str]) -> FollowupContext:
+        """``ctx`` noting the channels besides the inbox its batch writes notifications on
+        (each batch its own set: the next batch's would be woken before its commit)."""
+        return replace(ctx, notified=channels.update)
+
+    def wake_dispatcher(channels: set[str]) -> None:
+        if channels and "dispatcher" in shared:
+            shared["dispatcher"].wake(channels)
 
     async def planner(records: Records) -> None:
+        channels: set[str] = set()
         changes = await plan(_database(settings, shared), decode_episode_events(
-            [r.value for r in records if r.value is not None]), ctx)
+            [r.value for r in records if r.value is not None]), noting(channels))
         if changes:
             metrics.TASK_CHANGES.inc(changes)
             _wake(shared, "outbox")
-        wake_dispatcher()
+        wake_dispatcher(channels)
 
     _consume(app, settings, "followup", EPISODES.name, planner)
 
     async def scheduler() -> None:
+        channels: set[str] = set()
         try:
-            fired = await schedule(_database(settings, shared), ctx, holder)
+            fired = await schedule(_database(settings, shared), noting(channels), holder)
         except Exception as exc:
             log.warning("followup.scheduler_failed", error=type(exc).__name__)
             return
         if fired:
             _wake(shared, "outbox")
-        wake_dispatcher()
+        wake_dispatcher(channels)
 
     _every(app, settings.scheduler_interval_s, scheduler)
 

@@ -117,7 +117,7 @@ class Dispatcher:
             except Exception as exc:  # database unreachable: retry, never drop
                 self._log.warning("notify.dispatch_failed", channel=channel,
                                   error=type(exc).__name__)
-                claimed, delay = 0, min(delay * 2, 30.0)
+                claimed, delay = 0, min(delay * 2, 10.0)  # a wake now names its channel
             if claimed < self._batch:
                 await _wait_any(self._wake[channel], stop, delay)
                 self._wake[channel].clear()

@@ -175,3 +175,24 @@ async def test_a_replay_meanwhile_is_not_undone_by_a_late_mark() -> None:
         await relay.publish_pending()
         await asyncio.sleep(0.06)
     assert [v["control_id"] for _, v in publisher.sent] == ["R1", "R1"]
+
+
+async def test_rows_held_unmarked_do_not_use_up_the_stale_polls_limit() -> None:
+    """The stale poll reads at most a batch of rows besides those the relay holds unmarked:
+    another listener's leftover behind a full batch of them is still found."""
+    store, publisher = FakeMessageStore(), FakePublisher()
+
+    async def connect() -> FakePublisher:
+        return publisher
+
+    relay = Relay(store, connect, batch=2, poll_s=60.0, linger_s=0.0, mark_after_s=60.0)
+    await relay.publish_pending()  # start-up recovery: nothing stored yet
+    items = [incoming("H1"), incoming("H2")]
+    held = await stored(store, *items)
+    relay.handoff([item.pending(i) for item, i in zip(items, held, strict=True)])
+    assert await relay.publish_pending() == 2  # a full batch, held unmarked
+    [leftover] = await stored(store, incoming("L1"))  # another listener's, received at T0
+    relay._poll = 0.05  # the stale poll is due from now on
+    await asyncio.sleep(0.06)
+    assert await relay.publish_pending() == 1
+    assert [v["message_id"] for _, v in publisher.sent] == [*held, leftover]
