@@ -9,6 +9,7 @@ reported as skipped, never silently dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -497,6 +498,28 @@ async def _backends(store: SqlAlchemyMessageStore, sql: str) -> list[Any]:
     return await store._db.run(lambda conn: list(conn.execute(text(sql))))
 
 
+@contextlib.asynccontextmanager
+async def row_locked(store: SqlAlchemyMessageStore, message_id: int,
+                     seconds: float) -> AsyncIterator[None]:
+    """Another transaction holds the message's row (``FOR UPDATE``) for ``seconds``."""
+    blocker = open_database(store._db.url)  # type: ignore[attr-defined]
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def hold_lock(conn: Any) -> None:
+        conn.execute(text("SELECT id FROM messages WHERE id = :id FOR UPDATE"), {"id": message_id})
+        loop.call_soon_threadsafe(started.set)
+        conn.execute(text(f"SELECT pg_sleep({seconds})"))
+
+    holding = asyncio.ensure_future(blocker.run(hold_lock))
+    try:
+        await started.wait()
+        yield
+    finally:
+        await holding
+        await blocker.dispose()
+
+
 @only_postgresql
 async def test_storing_does_not_wait_behind_the_relays_statements(
         pg_store: SqlAlchemyMessageStore) -> None:
@@ -504,18 +527,7 @@ async def test_storing_does_not_wait_behind_the_relays_statements(
     normaliser (here: an outcome update held up by a row lock) does not hold it up."""
     (first,) = await pg_store.store([msg("S1")])
     assert first.id is not None
-    blocker = open_database(pg_store._db.url)  # type: ignore[attr-defined]
-    started = asyncio.Event()
-
-    def hold_lock(conn: Any) -> None:
-        conn.execute(text("SELECT id FROM messages WHERE id = :id FOR UPDATE"), {"id": first.id})
-        loop.call_soon_threadsafe(started.set)
-        conn.execute(text("SELECT pg_sleep(1.5)"))
-
-    loop = asyncio.get_running_loop()
-    holding = asyncio.ensure_future(blocker.run(hold_lock))
-    try:
-        await started.wait()
+    async with row_locked(pg_store, first.id, 1.5):
         recording = asyncio.ensure_future(pg_store.record_outcomes(
             [Outcome(first.id, PROCESSED, None, T0, T0)], T0 + timedelta(seconds=1)))
         await asyncio.sleep(0.1)
@@ -523,9 +535,6 @@ async def test_storing_does_not_wait_behind_the_relays_statements(
         (second,) = await asyncio.wait_for(pg_store.store([msg("S2")]), timeout=1.0)
         assert not second.duplicate and not recording.done()
         await recording
-    finally:
-        await holding
-        await blocker.dispose()
     assert [m.status for m in await pg_store.find(control_id="S1")] == [PROCESSED]
 
 
@@ -536,22 +545,8 @@ async def test_the_relays_late_mark_skips_a_row_another_transaction_holds(
     it): the mark leaves it and returns at once. Waiting deadlocked with the normaliser."""
     s1, s2 = await pg_store.store([msg("S1"), msg("S2")])
     assert s1.id is not None and s2.id is not None
-    blocker = open_database(pg_store._db.url)  # type: ignore[attr-defined]
-    started = asyncio.Event()
-
-    def hold_lock(conn: Any) -> None:
-        conn.execute(text("SELECT id FROM messages WHERE id = :id FOR UPDATE"), {"id": s1.id})
-        loop.call_soon_threadsafe(started.set)
-        conn.execute(text("SELECT pg_sleep(1.0)"))
-
-    loop = asyncio.get_running_loop()
-    holding = asyncio.ensure_future(blocker.run(hold_lock))
-    try:
-        await started.wait()
+    async with row_locked(pg_store, s1.id, 1.0):
         await asyncio.wait_for(pg_store.mark_published([s1.id, s2.id], T0), timeout=0.5)
-    finally:
-        await holding
-        await blocker.dispose()
     assert [p.control_id for p in await pg_store.unpublished(10)] == ["S1"]
 
 

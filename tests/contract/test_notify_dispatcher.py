@@ -290,12 +290,7 @@ async def test_run_delivers_on_wake_and_stops(
     task = asyncio.create_task(d.run(stop))
     await create(database, world, (notice(), "s-hook", ("webhook",)))
     d.wake()
-    for _ in range(300):
-        if receiver.requests:
-            break
-        await asyncio.sleep(0.01)
-    stop.set()
-    await asyncio.wait_for(task, 5)
+    await _stop_after_a_request(receiver, stop, task)
     assert len(receiver.requests) == 1
     assert (await rows(database))[("s-hook", "webhook")]["status"] == "delivered"
 
@@ -310,10 +305,16 @@ async def test_a_wake_for_one_channel_leaves_the_others_to_their_poll(
     await asyncio.sleep(0.3)
     assert receiver.requests == []  # the webhook loop still waits for its poll
     d.wake(["webhook"])
+    await _stop_after_a_request(receiver, stop, task)
+    assert len(receiver.requests) == 1
+
+
+async def _stop_after_a_request(receiver: Receiver, stop: asyncio.Event,
+                                task: asyncio.Task[None]) -> None:
+    """Wait (up to 3 s) for the receiver's first request, then stop the dispatcher."""
     for _ in range(300):
         if receiver.requests:
             break
         await asyncio.sleep(0.01)
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert len(receiver.requests) == 1
