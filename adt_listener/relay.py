@@ -91,9 +91,9 @@ class Relay:
                  stale_s: float = 5.0, linger_s: float = 0.03, mark_after_s: float = 0.5) -> None:
         self._linger = linger_s
         self._mark_after = mark_after_s
-        # Rounds published, not yet marked (oldest first): the broker's ACK time and the ids.
-        self._unmarked: list[tuple[datetime, list[int]]] = []
-        self._unmarked_since = 0.0
+        # Rounds published, not yet marked (oldest first): when (monotonic), the broker's ACK
+        # time and the ids.
+        self._unmarked: list[tuple[float, datetime, list[int]]] = []
         self._running: asyncio.Task[None] | None = None
         self._marking = asyncio.Lock()
         self._store = store
@@ -156,7 +156,7 @@ class Relay:
         if time.monotonic() - self._last_poll >= self._poll:
             self._last_poll = time.monotonic()
             cutoff = datetime.now(UTC) - timedelta(seconds=self._stale)
-            held = {i for _, ids in self._unmarked for i in ids}  # ours, not yet marked
+            held = {i for _, _, ids in self._unmarked for i in ids}  # ours, not yet marked
             stale = await self._store.unpublished(self._batch + len(held), received_before=cutoff)
             stale = [r for r in stale if r.id not in held][: self._batch]
             if stale:
@@ -189,9 +189,7 @@ class Relay:
             await self._publisher.publish(ADT_RAW.name, records)
         except RecordTooLarge:
             return await self._publish_one_by_one(rows, records)
-        if not self._unmarked:
-            self._unmarked_since = time.monotonic()
-        self._unmarked.append((datetime.now(UTC), [r.id for r in rows]))
+        self._unmarked.append((time.monotonic(), datetime.now(UTC), [r.id for r in rows]))
         if self._mark_after <= 0:
             await self._mark()
         metrics.PUBLISHED.inc(len(rows))
@@ -204,8 +202,8 @@ class Relay:
         processed since that time (a replay may have queued them again meanwhile)."""
         async with self._marking:  # stop() may mark while run() is marking
             while self._unmarked and not (
-                    due_only and time.monotonic() - self._unmarked_since < self._mark_after):
-                sent_at, ids = self._unmarked[0]
+                    due_only and time.monotonic() - self._unmarked[0][0] < self._mark_after):
+                _, sent_at, ids = self._unmarked[0]
                 await self._store.mark_published(ids, sent_at)
                 self._unmarked.pop(0)
                 due_only = False  # the rest of a due flush goes too
@@ -262,7 +260,7 @@ class Relay:
             await self._mark()
         except Exception as exc:  # the database is gone: those rows are published again
             log.warning("relay.mark_failed", error=type(exc).__name__,
-                        messages=sum(len(ids) for _, ids in self._unmarked))
+                        messages=sum(len(ids) for _, _, ids in self._unmarked))
         await self._drop_publisher()
 
 

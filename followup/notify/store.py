@@ -49,8 +49,8 @@ def create_notifications(conn: Connection, notices: Sequence[tuple[Notice, str, 
             for channel in dict.fromkeys(channels)]
     if not rows:
         return 0
-    # One executemany of one statement built once per database kind (a multi-row VALUES is
-    # compiled afresh for every row count); RETURNING counts the rows that were new.
+    # One statement for the batch on PostgreSQL, one executemany on SQLite
+    # (transcare.db.upsert); RETURNING counts the rows that were new.
     return len(insert_new(conn, notifications, ["id"], rows, returning=["id"]))
 
 
