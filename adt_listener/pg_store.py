@@ -33,10 +33,15 @@ _INSERT = (
     "ON CONFLICT (sending_facility, control_id) WHERE status <> 'rejected' DO NOTHING "
     "RETURNING id, sending_facility, control_id, status"
 )
-_KNOWN = ("SELECT m.sending_facility, m.control_id, m.ack FROM messages m "
-          "JOIN unnest($1::text[], $2::text[]) AS k(facility, control_id) "
-          "ON m.sending_facility = k.facility AND m.control_id = k.control_id "
-          "WHERE m.status <> 'rejected'")
+# Lookups by key probe the index once a key (each key joined LATERAL to its own LIMIT 1
+# lookup). The server keeps the plan it made in a statement's first executions, when the table
+# was (nearly) empty, until its statistics change, which without autovacuum is never: a join
+# or `= ANY` then kept reading the whole table or the status index (docs/performance.md).
+_KNOWN = ("SELECT m.sending_facility, m.control_id, m.ack "
+          "FROM unnest($1::text[], $2::text[]) AS k(facility, control_id) "
+          "JOIN LATERAL (SELECT sending_facility, control_id, ack FROM messages "
+          "WHERE sending_facility = k.facility AND control_id = k.control_id "
+          "AND status <> 'rejected' LIMIT 1) AS m ON true")
 _DEADLOCK_RETRIES = 5
 STATEMENT_TIMEOUT_S = 30.0  # a server that stops answering fails the batch (no ACK) instead of hanging
 # Options of SQLAlchemy's asyncpg adapter, not of asyncpg.connect (the adapter pops them too).
@@ -55,8 +60,15 @@ _OUTCOMES = (
     "AS o(id, received_at, status, reason, published_at) "
     "WHERE m.id = o.id AND (o.received_at IS NULL OR m.received_at = o.received_at) "
     "AND m.status != 'rejected'")
-_DECIDED = ("SELECT id, received_at FROM messages WHERE id = ANY($1::bigint[]) "
-            "AND status IN ('processed', 'deadlettered')")
+_DECIDED = ("SELECT m.id, m.received_at FROM unnest($1::bigint[]) AS k(id) "
+            "JOIN LATERAL (SELECT id, received_at FROM messages WHERE id = k.id "
+            "AND status IN ('processed', 'deadlettered') LIMIT 1) AS m ON true")
+# The relay's marks and the normaliser's outcomes update rows by id, and an UPDATE's join
+# cannot be written as one LATERAL probe an id: kept from the empty table, the outcomes' plan
+# was a hash join over every message (3 ms a batch in bench/e2e, growing with the store). The
+# connection that runs them plans each execution with its values and the table's real size
+# (a fraction of a millisecond, once a batch).
+_PLANNED_EACH_TIME = {"plan_cache_mode": "force_custom_plan"}
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -84,7 +96,8 @@ class PgDriverRows:
     def __init__(self, url: str) -> None:
         args = connect_args(url)
         self._storing = _Connection(args)
-        self._other = _Connection(args)
+        self._other = _Connection({**args, "server_settings": {
+            **args.get("server_settings", {}), **_PLANNED_EACH_TIME}})
 
     async def store(self, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
         """Insert what is new; resends (of stored messages, or earlier in the batch) get the

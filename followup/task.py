@@ -9,18 +9,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from transitions.ids import uuid5_text
+
 TaskStatus = Literal["open", "claimed", "done", "cancelled"]
 Priority = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "urgent")
 ACTIVE: tuple[TaskStatus, ...] = ("open", "claimed")
 
 _NAMESPACE = uuid.UUID("2b7c0f3e-8d41-4a6b-b5f2-6e9d1c3a7f08")
+_uuid5 = uuid5_text(_NAMESPACE)
 
 
 def task_id(rule_id: str, cause_id: str) -> str:
     """Deterministic: the rule and what caused the task (an episode event id, or a completed
     task plus the visit it scheduled). A replay derives the same id and creates nothing."""
-    return f"t-{uuid.uuid5(_NAMESPACE, f'{rule_id}|{cause_id}')}"
+    return f"t-{_uuid5(f'{rule_id}|{cause_id}')}"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from transitions.clinical import Kind
+from transitions.ids import uuid5_text
 from transitions.model import Tier
 
 Status = Literal["open", "discharged", "closed", "cancelled"]
@@ -28,13 +29,14 @@ EVENT_TYPES: tuple[EventType, ...] = (
 FlagName = Literal["readmission_30d", "frequent_ed", "stale", "left_ama", "expired"]
 
 _NAMESPACE = uuid.UUID("6f1c2a8e-3b7d-4c59-9a0e-2d4b8f1e7c35")
+_uuid5 = uuid5_text(_NAMESPACE)
 
 
 def episode_id(facility_key: str, visit_number: str | None, member_id: str, event_id: str) -> str:
     """Deterministic: the visit (MSH-4 plus PV1-19) where there is one, else the member and
     the ADT event that opened it. A replay derives the same id."""
     basis = f"visit|{facility_key}|{visit_number}" if visit_number else f"event|{member_id}|{event_id}"
-    return f"ep-{uuid.uuid5(_NAMESPACE, basis)}"
+    return f"ep-{_uuid5(basis)}"
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ from followup.notify.content import Notice, from_payload, to_payload
 from transcare.db.lists import one_of
 from transcare.db.tables import notifications, staff
 from transcare.db.upsert import insert_new
+from transitions.ids import uuid5_hex
 
 CHANNELS = ("inbox", "email", "webhook")
 SENT_CHANNELS = ("email", "webhook")  # the dispatcher's; inbox rows are delivered when written
 _NAMESPACE = uuid.UUID("3d0c8a61-5b2f-4e7a-9c14-8e6f0b2d7a93")
+_uuid5 = uuid5_hex(_NAMESPACE)
 _CHUNK = 500
 Contacts = Callable[[Connection, Iterable[str]], Mapping[str, tuple[str, str]]]
 
@@ -29,7 +31,7 @@ Contacts = Callable[[Connection, Iterable[str]], Mapping[str, tuple[str, str]]]
 def notification_id(event_id: str, recipient_id: str, channel: str) -> str:
     """The deterministic id (and idempotency key) of one event's notification to one
     recipient on one channel: ``n-`` and a UUID 5 of the three."""
-    return f"n-{uuid.uuid5(_NAMESPACE, f'{event_id}|{recipient_id}|{channel}').hex}"
+    return f"n-{_uuid5(f'{event_id}|{recipient_id}|{channel}')}"
 
 
 def create_notifications(conn: Connection, notices: Sequence[tuple[Notice, str, Iterable[str]]],

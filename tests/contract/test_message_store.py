@@ -572,3 +572,67 @@ async def test_after_the_server_drops_the_connections_the_next_batch_reconnects(
     except Exception:
         await pg_store.mark_published([again.id or 0], T0)
     assert [m.published_at is not None for m in await pg_store.find(control_id="B2")] == [True]
+
+
+async def _plan(connection: Any, statement: str, args: str, mode: str | None = None) -> str:
+    """The plan the connection runs ``statement`` with (``mode``: a plan_cache_mode)."""
+    from adt_listener import pg_store as module
+
+    if mode:
+        await connection.fetch(f"SET plan_cache_mode = {mode}")
+    try:
+        await connection.fetch(f"PREPARE probe AS {getattr(module, statement)}")
+        plan = "\n".join(r[0] for r in await connection.fetch(f"EXPLAIN EXECUTE probe({args})"))
+        await connection.fetch("DEALLOCATE probe")
+    finally:
+        if mode:
+            await connection.fetch("RESET plan_cache_mode")
+    return plan
+
+
+@pytest.mark.parametrize(("statement", "args", "index"), [
+    ("_DECIDED", "'{1,2,3}'", "pk_messages"),
+    ("_KNOWN", "'{F1,F2}', '{C1,C2}'", "uq_messages_facility_control_id"),
+])
+@only_postgresql
+async def test_the_hot_paths_lookups_probe_the_index_whatever_the_plan_kept(
+        pg_store: SqlAlchemyMessageStore, statement: str, args: str, index: str) -> None:
+    """The server keeps a generic plan from a prepared statement's first executions, when
+    ``messages`` is nearly empty, until its statistics change (never, without autovacuum).
+    Kept from the empty table, the normaliser's check for decided messages read the status
+    index (every message decided so far: 1.4 ms a batch in bench/e2e), and the listener's
+    lookup of resent keys joined over every message: each must probe the index once a key."""
+    assert pg_store._pg is not None
+    connection = pg_store._pg._storing if statement == "_KNOWN" else pg_store._pg._other
+    plan = await _plan(connection, statement, args, "force_generic_plan")
+    assert f"Index Scan using {index}" in plan and "Seq Scan" not in plan \
+        and "ix_messages_status" not in plan and "Hash" not in plan, plan
+
+
+@pytest.mark.parametrize(("statement", "args"), [
+    ("_OUTCOMES", "now(), '{-1,-2}', '{null,null}', '{processed,processed}', '{null,null}', "
+                  "'{null,null}'"),
+    ("_PUBLISHED", "now(), '{-1,-2}'"),
+])
+@only_postgresql
+async def test_the_hot_paths_updates_by_id_are_planned_for_the_table_they_meet(
+        pg_store: SqlAlchemyMessageStore, statement: str, args: str) -> None:
+    """An UPDATE joined to a batch's ids has no form whose generic plan is right at every
+    size: kept from the empty table, the outcomes' plan was a hash join over every message
+    (3 ms a batch in bench/e2e, growing with the store). The connection running them plans
+    each execution for the table as it is: grown, never analysed, a probe an id."""
+    from adt_listener import pg_store as module
+
+    assert pg_store._pg is not None
+    connection = pg_store._pg._other
+    await connection.fetch(f"PREPARE probe AS {getattr(module, statement)}")
+    try:
+        for _ in range(6):  # the server's own choice between custom and generic plans
+            await connection.fetch(f"EXECUTE probe({args})")  # starts after five executions
+        for start in range(0, 3000, 500):
+            await pg_store.store([msg(f"G{n}") for n in range(start, start + 500)])
+        plan = "\n".join(r[0] for r in await connection.fetch(f"EXPLAIN EXECUTE probe({args})"))
+    finally:
+        await connection.fetch("DEALLOCATE probe")
+    assert "Index Scan using pk_messages" in plan and "Seq Scan" not in plan \
+        and "Hash Join" not in plan, plan
