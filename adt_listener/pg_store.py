@@ -64,10 +64,10 @@ _DECIDED = ("SELECT m.id, m.received_at FROM unnest($1::bigint[]) AS k(id) "
             "JOIN LATERAL (SELECT id, received_at FROM messages WHERE id = k.id "
             "AND status IN ('processed', 'deadlettered') LIMIT 1) AS m ON true")
 # The relay's marks and the normaliser's outcomes update rows by id, and an UPDATE's join
-# cannot be written as one LATERAL probe an id: kept from the empty table, the outcomes' plan
-# was a hash join over every message (3 ms a batch in bench/e2e, growing with the store). The
+# cannot be written as one LATERAL probe an id: kept from the empty table, their plans read
+# the whole table (the outcomes' a hash join over every message, growing with the store). The
 # connection that runs them plans each execution with its values and the table's real size
-# (a fraction of a millisecond, once a batch).
+# (about 0.2 ms of planning a statement, measured in bench/e2e).
 _PLANNED_EACH_TIME = {"plan_cache_mode": "force_custom_plan"}
 
 
@@ -81,13 +81,15 @@ def connect_args(url: str) -> dict[str, Any]:
 
 
 class PgDriverRows:
-    """Two asyncpg connections of the listener's own, each used one statement at a time:
-    one for storing (the ACK waits for it), one for the rest (the relay's published marks,
-    the normaliser's outcomes and checks). On one connection, each batch's insert could
-    queue behind the relay's update of the batch before and its commit. (In ``bench/e2e``
-    on PostgreSQL this changed nothing measurable: there the listener waits for the
-    server's commits while the server shares the cores with everything else.) Each
-    connects on first use.
+    """Two asyncpg connections of the process's own, each used one statement at a time and
+    connected on first use. One runs the statements whose plan the server may keep (the
+    listener's insert and its lookup of resent keys, the normaliser's check for decided
+    messages), the other the updates by id, planned at each execution (the relay's published
+    marks, the normaliser's outcomes). In the listener the first is the ACK's path: on one
+    connection each batch's insert could queue behind the relay's update of the batch before
+    and its commit. (In ``bench/e2e`` on PostgreSQL this changed nothing measurable: there the
+    listener waits for the server's commits while the server shares the cores with everything
+    else.)
 
     Arguments:
         url: the message store's PostgreSQL URL (any SQLAlchemy driver name).
@@ -95,8 +97,8 @@ class PgDriverRows:
 
     def __init__(self, url: str) -> None:
         args = connect_args(url)
-        self._storing = _Connection(args)
-        self._other = _Connection({**args, "server_settings": {
+        self._kept_plans = _Connection(args)
+        self._fresh_plans = _Connection({**args, "server_settings": {
             **args.get("server_settings", {}), **_PLANNED_EACH_TIME}})
 
     async def store(self, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
@@ -113,7 +115,7 @@ class PgDriverRows:
         columns = [[getattr(item, name) for item in fresh] for name in _COLUMNS]
         for attempt in range(_DEADLOCK_RETRIES):
             try:
-                rows = await self._storing.fetch(_INSERT, *columns)
+                rows = await self._kept_plans.fetch(_INSERT, *columns)
                 break
             except asyncpg.DeadlockDetectedError:
                 # Two listeners inserting the same keys in opposite orders (a sender's resend
@@ -126,7 +128,7 @@ class PgDriverRows:
         resent = [key for key in first if key not in inserted]
         known: dict[tuple[str, str], str] = {}
         if resent:
-            found = await self._storing.fetch(_KNOWN, [f for f, _ in resent], [c for _, c in resent])
+            found = await self._kept_plans.fetch(_KNOWN, [f for f, _ in resent], [c for _, c in resent])
             known = {(f, c): ack for f, c, ack in found}
         results = []
         for item in batch:
@@ -144,19 +146,19 @@ class PgDriverRows:
         return results
 
     async def mark_published(self, ids: Sequence[int], at: datetime) -> None:
-        await self._other.fetch(_PUBLISHED, at, list(ids))
+        await self._fresh_plans.fetch(_PUBLISHED, at, list(ids))
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], at: datetime) -> None:
-        await self._other.fetch(_OUTCOMES, at, [o.message_id for o in outcomes],
+        await self._fresh_plans.fetch(_OUTCOMES, at, [o.message_id for o in outcomes],
                           [o.received_at for o in outcomes], [o.status for o in outcomes],
                           [o.reason for o in outcomes], [o.published_at for o in outcomes])
 
     async def decided(self, ids: Sequence[int]) -> list[tuple[int, datetime]]:
-        return [(int(i), t) for i, t in await self._other.fetch(_DECIDED, list(ids))]
+        return [(int(i), t) for i, t in await self._kept_plans.fetch(_DECIDED, list(ids))]
 
     async def close(self) -> None:
-        await self._storing.close()
-        await self._other.close()
+        await self._kept_plans.close()
+        await self._fresh_plans.close()
 
 
 class _Connection:

@@ -603,7 +603,7 @@ async def test_the_hot_paths_lookups_probe_the_index_whatever_the_plan_kept(
     index (every message decided so far: 1.4 ms a batch in bench/e2e), and the listener's
     lookup of resent keys joined over every message: each must probe the index once a key."""
     assert pg_store._pg is not None
-    connection = pg_store._pg._storing if statement == "_KNOWN" else pg_store._pg._other
+    connection = pg_store._pg._kept_plans
     plan = await _plan(connection, statement, args, "force_generic_plan")
     assert f"Index Scan using {index}" in plan and "Seq Scan" not in plan \
         and "ix_messages_status" not in plan and "Hash" not in plan, plan
@@ -624,7 +624,7 @@ async def test_the_hot_paths_updates_by_id_are_planned_for_the_table_they_meet(
     from adt_listener import pg_store as module
 
     assert pg_store._pg is not None
-    connection = pg_store._pg._other
+    connection = pg_store._pg._fresh_plans
     await connection.fetch(f"PREPARE probe AS {getattr(module, statement)}")
     try:
         for _ in range(6):  # the server's own choice between custom and generic plans
