@@ -68,7 +68,7 @@ _DECIDED = ("SELECT m.id, m.received_at FROM unnest($1::bigint[]) AS k(id) "
 # the whole table (the outcomes' a hash join over every message, growing with the store). The
 # connection that runs them plans each execution with its values and the table's real size
 # (about 0.2 ms of planning a statement, measured in bench/e2e).
-_PLANNED_EACH_TIME = {"plan_cache_mode": "force_custom_plan"}
+_PLANNED_EACH_TIME = "SET plan_cache_mode = force_custom_plan"
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -98,8 +98,7 @@ class PgDriverRows:
     def __init__(self, url: str) -> None:
         args = connect_args(url)
         self._kept_plans = _Connection(args)
-        self._fresh_plans = _Connection({**args, "server_settings": {
-            **args.get("server_settings", {}), **_PLANNED_EACH_TIME}})
+        self._fresh_plans = _Connection(args, setup=[_PLANNED_EACH_TIME])
 
     async def store(self, batch: Sequence[IncomingMessage]) -> list[StoreResult]:
         """Insert what is new; resends (of stored messages, or earlier in the batch) get the
@@ -163,17 +162,27 @@ class PgDriverRows:
 
 class _Connection:
     """One asyncpg connection, opened on first use and again after it broke; one statement
-    at a time."""
+    at a time. ``setup``: statements run on each new connection (``SET ...``: sent after
+    connecting rather than as startup parameters, which a pooler such as PgBouncer refuses
+    unless told to ignore them)."""
 
-    def __init__(self, args: dict[str, Any]) -> None:
+    def __init__(self, args: dict[str, Any], setup: Sequence[str] = ()) -> None:
         self._connect_args = args
+        self._setup = tuple(setup)
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(**self._connect_args)
+                conn = await asyncpg.connect(**self._connect_args)
+                try:
+                    for statement in self._setup:
+                        await conn.execute(statement, timeout=STATEMENT_TIMEOUT_S)
+                except BaseException:
+                    conn.terminate()
+                    raise
+                self._conn = conn
             try:
                 return list(await self._conn.fetch(sql, *args, timeout=STATEMENT_TIMEOUT_S))
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):

@@ -31,7 +31,9 @@ def partition_for(key: bytes | None, all_partitions: Sequence[int],
     partition as ``DefaultPartitioner`` for every key (a test compares them)."""
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[_key_hash(key) % len(all_partitions)]
+    # bytes(...) for a bytearray or memoryview key, which the cache cannot hash
+    return all_partitions[_key_hash(key if type(key) is bytes else bytes(key))
+                          % len(all_partitions)]
 
 
 class KafkaPublisher:

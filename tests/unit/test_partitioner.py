@@ -22,6 +22,13 @@ def test_the_same_partition_as_the_default_partitioner(count: int) -> None:
             DefaultPartitioner()(key, partitions, partitions), key
 
 
+def test_a_bytearray_key_goes_where_its_bytes_go() -> None:
+    partitions = list(range(8))
+    for key in (b"HH-0001", b"x" * 40):
+        assert partition_for(bytearray(key), partitions, partitions) == \
+            DefaultPartitioner()(bytearray(key), partitions, partitions)
+
+
 def test_partition_ids_are_taken_from_the_list_given() -> None:
     partitions = [3, 5, 9]
     assert {partition_for(str(i).encode(), partitions, partitions)

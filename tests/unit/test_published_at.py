@@ -4,6 +4,7 @@ message's published_at, never earlier than the message was received."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -15,11 +16,13 @@ RECEIVED = datetime(2026, 12, 4, 10, 0, 0, 123000, tzinfo=UTC)
 MS = int(RECEIVED.timestamp() * 1000)
 
 
-OUTCOME = Outcome(7, "processed", None, RECEIVED)
+OUTCOME = Outcome(7, "processed", "a reason", RECEIVED)
+DOC: Any = {"the": "event"}
+DEADLETTER: Any = object()  # both set only to tell the fields apart
 
 
 def result(outcome: Outcome | None = OUTCOME) -> Normalised:
-    return Normalised(b"key", None, None, outcome, RECEIVED)
+    return Normalised(b"key", DOC, DEADLETTER, outcome, RECEIVED)
 
 
 @pytest.mark.parametrize(("timestamp_ms", "expected"), [
@@ -30,8 +33,9 @@ def result(outcome: Outcome | None = OUTCOME) -> Normalised:
 def test_published_at_is_the_records_time_not_before_receipt(
         timestamp_ms: int, expected: datetime) -> None:
     got = _published_at(result(), timestamp_ms)
-    assert got.outcome == Outcome(7, "processed", None, RECEIVED, expected)
-    assert (got.key, got.doc, got.deadletter, got.received_at) == (b"key", None, None, RECEIVED)
+    assert got.outcome == Outcome(7, "processed", "a reason", RECEIVED, expected)
+    assert (got.key, got.doc, got.deadletter, got.received_at) == \
+        (b"key", DOC, DEADLETTER, RECEIVED)
 
 
 @pytest.mark.parametrize("timestamp_ms", [None, -1])
