@@ -155,12 +155,18 @@ def test_the_worker_app_starts_no_kafka_client_of_fausts_own(tmp_path: Any) -> N
     assert FETCH_MAX_WAIT_MS == 100
 
 
+async def lingering(bootstrap: str, linger_s: float) -> tuple[str, str, Handler, BatchConsumer]:
+    """A new topic of 4 partitions, a new group, and a consumer of it that lingers."""
+    topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [topic], 4)
+    handler = Handler()
+    return topic, group, handler, BatchConsumer(bootstrap, group, topic, handler,
+                                                linger_s=linger_s, **TIMEOUTS)
+
+
 async def test_records_arriving_soon_after_the_first_join_its_batch(
         broker_bootstrap: str) -> None:
-    topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(broker_bootstrap, [topic], 4)
-    handler = Handler()
-    consumer = BatchConsumer(broker_bootstrap, group, topic, handler, linger_s=2.0, **TIMEOUTS)
+    topic, group, handler, consumer = await lingering(broker_bootstrap, 2.0)
     task = asyncio.create_task(consumer.run())
     try:
         await asyncio.sleep(1.0)  # joined and waiting
@@ -183,10 +189,7 @@ async def test_records_dropped_for_a_rebalance_are_fetched_again_not_skipped(
     already past the dropped records, and the next batch's commit skipped them for good
     (found in review). Here the revocation comes while the batch lingers and the consumer
     keeps every partition, as when it is given them back before the batch is handled."""
-    topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(broker_bootstrap, [topic], 4)
-    handler = Handler()
-    consumer = BatchConsumer(broker_bootstrap, group, topic, handler, linger_s=3.0, **TIMEOUTS)
+    topic, group, handler, consumer = await lingering(broker_bootstrap, 3.0)
     task = asyncio.create_task(consumer.run())
     try:
         await publish(broker_bootstrap, topic, [(b"warm-up", b"1000")])
