@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from schemas.adt_event import AdtEvent
 from tests.adt_builders import MESSY_MEMBERS, T0, adt, messy_batch
@@ -345,6 +345,37 @@ async def test_a_readable_copy_stands_in_for_an_unreadable_one_in_the_same_batch
     assert result.skipped == 1
     done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
     assert done == {"GENHOSP|c1": "applied", "GENHOSP|c2": "applied"}
+
+
+async def test_a_batch_deletes_processed_rows_only_where_a_try_failed(database: Database) -> None:
+    """Each batch looks up failed tries by key and deletes only where it found some: a DELETE
+    by the batch's ids every time kept a whole-table plan on PostgreSQL, to delete nothing."""
+    await enrol(database)
+    sent: list[str] = []
+
+    def run_noting(events: Sequence[Any]) -> Any:
+        def go(conn: Any) -> BatchResult:
+            def note(*args: Any) -> None:
+                sent.append(args[2])
+
+            event.listen(conn, "before_cursor_execute", note)
+            try:
+                return process_batch(conn, events, Config(), NOW)
+            finally:
+                event.remove(conn, "before_cursor_execute", note)
+
+        return database.write(go)
+
+    stranger = adt("A04", "x1", mrn="999", family="OTHER", given="PAT",
+                   birth_date=dt.date(1990, 5, 5))
+    await run_noting([*received(VISIT[:1]), _spoilt(VISIT[1]), *received([stranger])])
+    assert not [s for s in sent if s.startswith("DELETE FROM processed_events")]
+    sent.clear()
+    result = await run_noting(received(VISIT[1:2]))  # the failed try, again
+    assert result.outcomes == {("applied", "GENHOSP"): 1}
+    assert len([s for s in sent if s.startswith("DELETE FROM processed_events")]) == 1
+    done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
+    assert done == {"GENHOSP|c1": "applied", "GENHOSP|c2": "applied", "GENHOSP|x1": "unmatched"}
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
