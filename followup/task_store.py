@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from followup.task import ACTIVE, Priority, Step, Task, TaskStatus
 from transcare.db.lists import one_of_param
-from transcare.db.tables import task_history, tasks
+from transcare.db.tables import STEPS_PENDING, task_history, tasks
 from transcare.db.upsert import insert_all, upsert
 
 _COLUMNS = ("id", "episode_id", "member_id", "rule_id", "type", "title", "status", "priority",
@@ -199,8 +199,8 @@ def claim_due(conn: Connection, now: datetime, limit: int) -> list[Task]:
     """Active tasks whose next ladder step is due. On PostgreSQL the rows stay locked until
     commit and rows another scheduler holds are skipped (``FOR UPDATE SKIP LOCKED``)."""
     c = tasks.c
-    query = select(tasks).where(c.next_step_at.is_not(None), c.next_step_at <= now,
-                                c.status.in_(ACTIVE)).order_by(c.next_step_at, c.id).limit(limit)
+    query = select(tasks).where(STEPS_PENDING, c.next_step_at <= now) \
+        .order_by(c.next_step_at, c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return [task_from_row(r) for r in conn.execute(query).mappings()]

@@ -314,3 +314,44 @@ async def test_a_batch_plans_what_its_events_plan_one_by_one(database: Database,
     assert await _ordered_rows(database) == held
     statuses = {t.status for t in await tasks(database)}
     assert statuses == {"open", "cancelled"}
+
+
+async def test_the_schedulers_claim_reads_the_pending_steps_index(database: Database) -> None:
+    """On PostgreSQL the claim of due ladder steps reads ix_tasks_steps_pending in its own
+    order, in the plan kept from an empty table (the index on next_step_at over every task
+    lost to the status index there: every active task read and sorted for each claim). On
+    SQLite the index applies to the claim (its planner, without statistics, still prefers the
+    status index, as before the index existed)."""
+    from sqlalchemy import event, text
+
+    from followup.task import ACTIVE
+    from followup.task_store import claim_due
+    from transcare.db.tables import STEPS_PENDING
+
+    statuses = ", ".join(f"'{s}'" for s in ACTIVE)
+    assert f"tasks.status IN ({statuses})" in str(STEPS_PENDING)  # the active ones
+
+    def plan(conn: Any) -> str:
+        sent: list[tuple[str, Any]] = []
+
+        def note(*args: Any) -> None:
+            sent.append((args[2], args[3]))
+
+        event.listen(conn, "before_cursor_execute", note)
+        claim_due(conn, T0, 500)
+        event.remove(conn, "before_cursor_execute", note)
+        sql, params = sent[0]
+        if conn.dialect.name == "sqlite":  # raises "no query solution" where it cannot apply
+            forced = sql.replace("FROM tasks", "FROM tasks INDEXED BY ix_tasks_steps_pending", 1)
+            assert forced != sql
+            return "\n".join(str(r) for r in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {forced}", params))
+        conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        conn.exec_driver_sql(f"PREPARE claim AS {sql}")
+        lines = [r[0] for r in conn.exec_driver_sql(
+            "EXPLAIN EXECUTE claim(now(), 500)")]
+        conn.exec_driver_sql("DEALLOCATE claim")
+        return "\n".join(lines)
+
+    got = await database.write(plan)
+    assert "ix_tasks_steps_pending" in got and "Sort" not in got and "TEMP B-TREE" not in got, got
