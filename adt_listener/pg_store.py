@@ -163,8 +163,9 @@ class PgDriverRows:
 class _Connection:
     """One asyncpg connection, opened on first use and again after it broke; one statement
     at a time. ``setup``: statements run on each new connection (``SET ...``: sent after
-    connecting rather than as startup parameters, which a pooler such as PgBouncer refuses
-    unless told to ignore them)."""
+    connecting rather than as startup parameters, which PgBouncer refuses unless told to
+    ignore them; behind a pooler these connections need session pooling, as the driver's
+    prepared statements do)."""
 
     def __init__(self, args: dict[str, Any], setup: Sequence[str] = ()) -> None:
         self._connect_args = args

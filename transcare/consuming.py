@@ -181,7 +181,8 @@ def _rewind(consumer: AIOKafkaConsumer, dropped: dict[TopicPartition, list[Any]]
     """Fetch dropped records again where this consumer still has their partition: kept or
     given back in the rebalance, its position is past them, and the next batch's commit
     would skip them (found in review; tests/integration/test_batch_consumer.py). The first
-    dropped offset is the committed one (the revocation committed what was handled)."""
+    dropped offset is normally the committed one (the revocation committed what was handled);
+    over two rebalances in one gather it can be lower: records delivered again, never lost."""
     assigned = consumer.assignment()
     for tp, records in dropped.items():
         if records and tp in assigned:

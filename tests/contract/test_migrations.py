@@ -32,14 +32,17 @@ def _index_definition(conn: Any, name: str) -> str:
 
 async def test_partial_indexes_keep_their_condition(database: Database) -> None:
     """Autogenerate does not compare an index's WHERE: the partial indexes (duplicate
-    detection ignores rejected messages; the relay's backlog) are checked here, as each
-    database stores them."""
+    detection ignores rejected messages; the relay's backlog; the scheduler's pending steps)
+    are checked here, as each database stores them."""
     unique = await database.run(lambda c: _index_definition(c, "uq_messages_facility_control_id"))
     assert "UNIQUE" in unique.upper()
     assert "WHERE" in unique.upper() and "status" in unique and "'rejected'" in unique
     backlog = await database.run(lambda c: _index_definition(c, "ix_messages_unpublished"))
     assert "WHERE" in backlog.upper() and "published_at IS NULL" in backlog
     assert "'accepted'" in backlog
+    steps = await database.run(lambda c: _index_definition(c, "ix_tasks_steps_pending"))
+    assert "WHERE" in steps.upper() and "next_step_at IS NOT NULL" in steps
+    assert "'open'" in steps and "'claimed'" in steps
 
 
 async def test_the_relays_backlog_query_reads_its_partial_index(database: Database) -> None:

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 
+from transcare import consuming
 from transcare.consuming import FETCH_MAX_WAIT_MS, BatchConsumer
 from transcare.kafka import KafkaPublisher, ensure_topics
 from transcare.settings import load_settings
@@ -183,13 +185,22 @@ async def test_records_arriving_soon_after_the_first_join_its_batch(
 
 
 async def test_records_dropped_for_a_rebalance_are_fetched_again_not_skipped(
-        broker_bootstrap: str) -> None:
+        broker_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebalance while a batch gathers drops the batch: its partitions start again from the
     committed offsets. When the consumer keeps (or gets back) a partition, its position was
     already past the dropped records, and the next batch's commit skipped them for good
     (found in review). Here the revocation comes while the batch lingers and the consumer
     keeps every partition, as when it is given them back before the batch is handled."""
     topic, group, handler, consumer = await lingering(broker_bootstrap, 3.0)
+    rewound: list[int] = []  # records dropped on partitions the consumer kept
+    rewind = consuming._rewind
+
+    def noting(kafka: Any, dropped: Any) -> None:
+        rewound.extend(r.offset for tp, rs in dropped.items() if tp in kafka.assignment()
+                       for r in rs)
+        rewind(kafka, dropped)
+
+    monkeypatch.setattr(consuming, "_rewind", noting)
     task = asyncio.create_task(consumer.run())
     try:
         await publish(broker_bootstrap, topic, [(b"warm-up", b"1000")])
@@ -209,6 +220,7 @@ async def test_records_dropped_for_a_rebalance_are_fetched_again_not_skipped(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    assert rewound  # the revocation came while the batch lingered: it was dropped
     assert {int(v) for _, v in handler.handled} == {1000, *range(80)}
     assert in_order_per_patient(handler.handled)
     assert await committed(broker_bootstrap, group, topic) == 81
