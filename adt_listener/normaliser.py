@@ -100,6 +100,23 @@ def _message_id(key: bytes) -> int | None:
     return int(text[4:]) if text.startswith("msg-") and text[4:].isdigit() else None
 
 
+def with_record_time(result: Normalised, timestamp_ms: int | None) -> Normalised:
+    """The result with the record's Kafka timestamp (the relay's send) as the message's
+    ``published_at``, which the relay leaves to the outcome where it comes first; never
+    before the message was received (a broker's own clock may be behind the listener's)."""
+    outcome = result.outcome
+    if outcome is None or timestamp_ms is None or timestamp_ms < 0:
+        return result
+    published = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    if outcome.received_at is not None and published < outcome.received_at:
+        published = outcome.received_at
+    # Built directly: dataclasses.replace and NamedTuple._replace cost three times as much,
+    # for every record the normaliser reads.
+    return Normalised(result.key, result.doc, result.deadletter,
+                      Outcome(outcome.message_id, outcome.status, outcome.reason,
+                              outcome.received_at, published), result.received_at)
+
+
 def location(result: Normalised) -> str:
     """Metrics label for a dead letter: ``PV1-45``, ``MSH`` or ``envelope``."""
     d = result.deadletter
@@ -110,4 +127,4 @@ def location(result: Normalised) -> str:
     return d.segment or "envelope"
 
 
-__all__ = ["Normalised", "normalise", "location"]
+__all__ = ["Normalised", "normalise", "location", "with_record_time"]

@@ -34,9 +34,11 @@ _INSERT = (
     "RETURNING id, sending_facility, control_id, status"
 )
 # Lookups by key probe the index once a key (each key joined LATERAL to its own LIMIT 1
-# lookup). The server keeps the plan it made in a statement's first executions, when the table
-# was (nearly) empty, until its statistics change, which without autovacuum is never: a join
-# or `= ANY` then kept reading the whole table or the status index (docs/performance.md).
+# lookup: transcare.db.lists.keys_present's form, written out for this raw driver
+# connection). The server keeps the plan it made in a statement's first executions, when the
+# table was (nearly) empty, until its statistics change, which without autovacuum is never:
+# a join or `= ANY` then kept reading the whole table or the status index
+# (docs/performance.md).
 _KNOWN = ("SELECT m.sending_facility, m.control_id, m.ack "
           "FROM unnest($1::text[], $2::text[]) AS k(facility, control_id) "
           "JOIN LATERAL (SELECT sending_facility, control_id, ack FROM messages "

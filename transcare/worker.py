@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 import faust
 import structlog
 
-from adt_listener.normaliser import Normalised, location, normalise
-from adt_listener.store import Outcome, SqlAlchemyMessageStore
+from adt_listener.normaliser import Normalised, location, normalise, with_record_time
+from adt_listener.store import SqlAlchemyMessageStore
 from followup.notify.dispatcher import Dispatcher
 from followup.notify.senders import senders_from_settings
 from followup.rules import RuleError
@@ -222,7 +222,7 @@ def _normaliser(app: faust.App, settings: Settings, shared: dict[str, Any]) -> N
 
     async def normaliser(records: Records) -> None:
         store = _message_store(settings, shared)
-        results = [_published_at(normalise(r.key or b"", r.value or b"", time_zone), r.timestamp)
+        results = [with_record_time(normalise(r.key or b"", r.value or b"", time_zone), r.timestamp)
                    for r in records]
         results = await _undecided(store, results)
         await started.wait()
@@ -261,23 +261,6 @@ def _consume(app: faust.App, settings: Settings, stage: str, topic: str,
 
     consume.__name__ = f"consume_{stage}"
     app.task(consume)
-
-
-def _published_at(result: Normalised, timestamp_ms: int | None) -> Normalised:
-    """The outcome with the record's timestamp (the relay's send) as the message's
-    ``published_at``, which the relay leaves to the outcome where it comes first; never
-    before the message was received (a broker's own clock may be behind the listener's)."""
-    outcome = result.outcome
-    if outcome is None or timestamp_ms is None or timestamp_ms < 0:
-        return result
-    published = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    if outcome.received_at is not None and published < outcome.received_at:
-        published = outcome.received_at
-    # Built directly: dataclasses.replace and NamedTuple._replace cost three times as much,
-    # for every record the normaliser reads.
-    return Normalised(result.key, result.doc, result.deadletter,
-                      Outcome(outcome.message_id, outcome.status, outcome.reason,
-                              outcome.received_at, published), result.received_at)
 
 
 async def _undecided(store: SqlAlchemyMessageStore,

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from adt_listener.normaliser import Normalised
+from adt_listener.normaliser import Normalised, with_record_time
 from adt_listener.store import Outcome
-from transcare.worker import _published_at
 
 RECEIVED = datetime(2026, 12, 4, 10, 0, 0, 123000, tzinfo=UTC)
 MS = int(RECEIVED.timestamp() * 1000)
@@ -32,7 +31,7 @@ def result(outcome: Outcome | None = OUTCOME) -> Normalised:
 ])
 def test_published_at_is_the_records_time_not_before_receipt(
         timestamp_ms: int, expected: datetime) -> None:
-    got = _published_at(result(), timestamp_ms)
+    got = with_record_time(result(), timestamp_ms)
     assert got.outcome == Outcome(7, "processed", "a reason", RECEIVED, expected)
     assert (got.key, got.doc, got.deadletter, got.received_at) == \
         (b"key", DOC, DEADLETTER, RECEIVED)
@@ -40,8 +39,8 @@ def test_published_at_is_the_records_time_not_before_receipt(
 
 @pytest.mark.parametrize("timestamp_ms", [None, -1])
 def test_without_a_record_time_the_outcome_is_left_to_its_own(timestamp_ms: int | None) -> None:
-    assert _published_at(result(), timestamp_ms) == result()
+    assert with_record_time(result(), timestamp_ms) == result()
 
 
 def test_a_record_naming_no_message_is_left_as_it_is() -> None:
-    assert _published_at(result(None), MS) == result(None)
+    assert with_record_time(result(None), MS) == result(None)
