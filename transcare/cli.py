@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--since", default=None, metavar="TIME",
                         help="ISO 8601 date or time; without an offset, TRANSCARE_TIME_ZONE")
     replay.add_argument("--facility", default=None, metavar="F", help="MSH-4 sending facility")
+    _data_dir_arg(replay)
     validate = sub.add_parser("validate", help="strict HL7 validation of sample files "
                               "(hl7apy), for onboarding a feed")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -46,10 +47,18 @@ def _parser() -> argparse.ArgumentParser:
         load = actions.add_parser("import", help=f"load {what} from a CSV file (format: "
                                   "docs/roster-and-staff.md); exit 1 if rows were rejected")
         load.add_argument("file", type=Path, metavar="FILE.csv")
+        _data_dir_arg(load)
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("upgrade", help="apply migrations")
+    _data_dir_arg(db_sub.add_parser("upgrade", help="apply migrations"))
     return p
+
+
+def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+    """The data directory of the service these commands act on (as ``transcare up
+    --data-dir``): its SQLite databases and settings file."""
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the service's data directory (default: TRANSCARE_DATA_DIR, else ./data)")
 
 
 def _service_args(p: argparse.ArgumentParser) -> None:

@@ -300,6 +300,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if settings.config_file or path.is_file():
         settings = _apply_toml(settings, path, set(values))
     _check_zones(settings)
+    _check_ranges(settings)
     return settings
 
 
@@ -351,6 +352,27 @@ def _convert(kind: Any, value: Any) -> Any:
     if (kind in (int, float) or isinstance(kind, _WholeNumber)) and isinstance(value, bool):
         raise ValueError("expected a number")
     return kind(value)
+
+
+def _check_ranges(settings: Settings) -> None:
+    """Values of the right type that no rule can use: refused here, naming the setting, rather
+    than by the worker when it builds its rules (it would stop, restart and stop again)."""
+    floor, threshold = settings.match_review_floor, settings.match_threshold
+    if not 0 <= floor <= threshold <= 100:
+        raise SettingsError(
+            f"TRANSCARE_MATCH_REVIEW_FLOOR (match_review_floor) = {floor:g} and "
+            f"TRANSCARE_MATCH_THRESHOLD (match_threshold) = {threshold:g}: expected "
+            "0 <= review floor <= threshold <= 100 (docs/matching.md)")
+    if settings.frequent_ed_threshold < 2:
+        raise SettingsError(
+            f"TRANSCARE_FREQUENT_ED_THRESHOLD (frequent_ed_threshold) = "
+            f"{settings.frequent_ed_threshold}: expected 2 or more (the Nth ED visit within "
+            "12 months raises frequent_ed; 1 would flag every visit)")
+    for var, name, value in (("TRANSCARE_STALE_ED_HOURS", "stale_ed_hours", settings.stale_ed_hours),
+                             ("TRANSCARE_STALE_INPATIENT_DAYS", "stale_inpatient_days",
+                              settings.stale_inpatient_days)):
+        if not value > 0:
+            raise SettingsError(f"{var} ({name}) = {value:g}: expected a number above 0")
 
 
 def _check_zones(settings: Settings) -> None:

@@ -97,7 +97,8 @@ class ImportReport:
     def summary(self, what: str) -> str:
         """One line, for example ``roster: 6 rows loaded (2 new, 1 updated, 3 unchanged), 1
         rejected``."""
-        return (f"{what}: {self.loaded} rows loaded ({self.inserted} new, {self.updated} "
+        rows = "row" if self.loaded == 1 else "rows"
+        return (f"{what}: {self.loaded} {rows} loaded ({self.inserted} new, {self.updated} "
                 f"updated, {self.unchanged} unchanged), {self.rejected} rejected")
 
     def to_json(self) -> dict[str, Any]:
@@ -178,8 +179,8 @@ def unique_members(rows: Iterable[Numbered[Member]]) -> Parsed[Member]:
             errors.append(RowError(row.line, f"member_id: repeats line {seen[m.member_id]}"))
         elif taken:
             i, (owner, line) = taken[0]
-            errors.append(RowError(row.line, f"identifiers: {i} is also listed for member "
-                                             f"{owner} on line {line}"))
+            errors.append(RowError(row.line, f"identifiers: the {i.authority} entry is also "
+                                             f"listed for member {owner} on line {line}"))
         else:
             seen[m.member_id] = row.line
             owners.update({i: (m.member_id, row.line) for i in m.identifiers})

@@ -258,7 +258,7 @@ def _conflict(member: Member, owners: _Owners, importing: set[str]) -> str | Non
     for ident in member.identifiers:
         owner, source = owners.get(ident, (member.member_id, ROSTER))
         if owner != member.member_id and (source == MERGE or owner not in importing):
-            return f"identifiers: {ident} already belongs to member {owner}"
+            return f"identifiers: the {ident.authority} entry already belongs to member {owner}"
     return None
 
 

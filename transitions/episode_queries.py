@@ -28,10 +28,13 @@ def find_episodes(conn: Connection, *, member_id: str | None = None, status: str
         conds.append((c.facility == facility) | (c.facility_key == facility))
     if flag:
         conds.append(c.id.in_(select(episode_flags.c.episode_id).where(episode_flags.c.flag == flag)))
-    query = select(episodes).where(*conds).order_by(c.admitted_at.desc(), c.id).limit(limit + 50) \
-        .offset(offset)
-    rows = [r for r in conn.execute(query).mappings() if not (r["detail"] or {}).get("merged_into")]
-    return _with_flags(conn, rows[:limit])
+    # Merged-away duplicates are left out by the query itself, so that limit and offset page
+    # through what is listed (dropping them from each page repeated rows across pages). An
+    # episode not yet admitted (no admission time) comes last on both databases.
+    conds.append(func.coalesce(c.detail["merged_into"].as_string(), "") == "")
+    query = select(episodes).where(*conds).order_by(
+        c.admitted_at.desc().nulls_last(), c.id).limit(limit).offset(offset)
+    return _with_flags(conn, list(conn.execute(query).mappings()))
 
 
 def get_episode(conn: Connection, episode_id: str) -> Episode | None:

@@ -71,22 +71,33 @@ def _csv_record(line: int, header: list[str], cells: list[str]) -> Record:
     return line, dict(zip(header, cells, strict=False)), None
 
 
+LIST_COLUMNS = ("identifiers",)  # the columns whose CSV cell is a `;`-separated list
+
+
 def json_records(objects: Sequence[object]) -> list[Record]:
     """Read a list of JSON objects; values may be strings, numbers, booleans or null (and a
-    list of strings, joined with ``;``, for ``identifiers``)."""
+    list of strings, joined with ``;``, for a list column such as ``identifiers``). As in a
+    CSV header, two keys naming one column (``member_id`` and ``Member ID``) are an error:
+    for the row, here, rather than one of them silently winning."""
     records: list[Record] = []
     for line, obj in enumerate(objects, 1):
         if not isinstance(obj, Mapping):
             records.append((line, {}, "not a JSON object"))
             continue
-        cells = {_column(str(k)): _cell(v) for k, v in obj.items()}
+        names = [_column(str(k)) for k in obj]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            records.append((line, {}, f"column named twice in the object: {', '.join(repeated)}"))
+            continue
+        cells = {name: _cell(v, name in LIST_COLUMNS) for name, v in zip(names, obj.values(), strict=True)}
         bad = sorted(k for k, v in cells.items() if v is None)
-        problem = f"{', '.join(bad)}: expected a string, number or boolean" if bad else None
-        records.append((line, {k: v or "" for k, v in cells.items()}, problem))
+        problems = [f"{k}: expected a list of strings" if k in LIST_COLUMNS
+                    else f"{k}: expected a string, number or boolean" for k in bad]
+        records.append((line, {k: v or "" for k, v in cells.items()}, "; ".join(problems) or None))
     return records
 
 
-def _cell(value: object) -> str | None:
+def _cell(value: object, list_column: bool) -> str | None:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -95,7 +106,7 @@ def _cell(value: object) -> str | None:
         return str(int(value))
     if isinstance(value, str | int | float):
         return str(value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if list_column and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return ";".join(value)
     return None
 

@@ -92,7 +92,7 @@ async def test_an_identifier_of_another_member_rejects_that_row_only(database: D
     await directory(database).upsert_members([member("P1", "1001@GENHOSP")])
     report = await directory(database).upsert_members(
         [member("P3"), member("P2", "1001@genhosp", "77@STMARYS")])
-    assert report.errors == (RowError(2, "identifiers: 1001@GENHOSP already belongs to member P1"),)
+    assert report.errors == (RowError(2, "identifiers: the GENHOSP entry already belongs to member P1"),)
     assert (report.inserted, report.unchanged, report.rejected) == (1, 0, 1)
     assert set(await directory(database).members(["P1", "P2", "P3"])) == {"P1", "P3"}
     assert await directory(database).members_by_identifiers([S77]) == {}
@@ -119,7 +119,7 @@ async def test_a_merge_identifier_is_never_taken_by_another_member(database: Dat
     merged = {"value": "1001", "authority": "GENHOSP", "member_id": "P1", "source": "merge"}
     await database.run(lambda conn: conn.execute(insert(member_identifiers), [merged]))
     report = await directory(database).upsert_members([member("P1"), member("P2", "1001@GENHOSP")])
-    assert report.errors == (RowError(2, "identifiers: 1001@GENHOSP already belongs to member P1"),)
+    assert report.errors == (RowError(2, "identifiers: the GENHOSP entry already belongs to member P1"),)
 
 
 async def test_the_raised_tier_survives_a_reimport(database: Database) -> None:
@@ -136,7 +136,7 @@ async def test_parsed_rows_keep_their_line_numbers_and_errors(database: Database
     parsed = parse_roster_csv("member_id,identifiers,tier\nP1,1001@GENHOSP,low\nP2,,urgent\nP3,,high\n")
     report = await directory(database).upsert_members(parsed)
     assert report.errors == (
-        RowError(2, "identifiers: 1001@GENHOSP already belongs to member P9"),
+        RowError(2, "identifiers: the GENHOSP entry already belongs to member P9"),
         RowError(3, "tier: 'urgent' is not one of high, medium, low"))
     assert report.to_json()["loaded"] == 1
 

@@ -51,6 +51,22 @@ def test_cli_loads_the_examples_and_a_second_run_changes_nothing(tmp_path: Path,
     assert staff.stdout.startswith("staff: 9 rows loaded (9 new")
 
 
+def test_cli_import_takes_the_services_data_dir(tmp_path: Path) -> None:
+    """``transcare up --data-dir X`` keeps its SQLite database in X: an import given the same
+    ``--data-dir`` loads into it (without, it went to ./data, which the service never reads)."""
+    service = tmp_path / "service"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSCARE_")}
+    env.update(TRANSCARE_LOG_LEVEL="WARNING")
+    done = subprocess.run([str(TRANSCARE), "staff", "import", "--data-dir", str(service),
+                           str(EXAMPLES / "staff.csv")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (service / "transcare.db").is_file() and not (tmp_path / "data").exists()
+    again = run_import("staff", EXAMPLES / "staff.csv", f"sqlite:///{service / 'transcare.db'}",
+                       service)
+    assert "(0 new, 0 updated, 9 unchanged)" in again.stdout
+
+
 def test_cli_reports_rejected_rows_as_file_line_reason_and_exits_1(tmp_path: Path, db_url: str) -> None:
     assert run_import("roster", EXAMPLES / "roster.csv", db_url, tmp_path).returncode == 0
     path = tmp_path / "update.csv"
@@ -65,7 +81,7 @@ def test_cli_reports_rejected_rows_as_file_line_reason_and_exits_1(tmp_path: Pat
     assert result.stdout.splitlines() == [
         "roster: 2 rows loaded (1 new, 1 updated, 0 unchanged), 3 rejected",
         f"{path}:3: birth_date: not a date in YYYY-MM-DD form",
-        f"{path}:4: identifiers: 1002@GENHOSP already belongs to member HH-0002",
+        f"{path}:4: identifiers: the GENHOSP entry already belongs to member HH-0002",
         f"{path}:5: tier: 'urgent' is not one of high, medium, low",
     ]
     assert "Newcomer" not in result.stdout + result.stderr
@@ -154,6 +170,15 @@ async def test_post_staff_rejects_a_body_that_is_not_a_list_of_objects(
     response = await client.post("/api/staff", content=body, headers={"content-type": content_type})
     assert response.status_code == status
     assert isinstance(response.json()["detail"], str)
+
+
+async def test_malformed_json_is_answered_with_where_it_breaks(client: httpx.AsyncClient) -> None:
+    body = b'[{"staff_id": "S1", "role": "allied"},\n {"staff_id": "S2", "role": "allied",}]'
+    response = await client.post("/api/staff", content=body,
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("the body is not valid JSON: ")
+    assert response.json()["detail"].endswith("at line 2 column 37")  # the trailing comma
 
 
 async def test_post_staff_json_row_errors_still_answer_200(client: httpx.AsyncClient) -> None:

@@ -107,6 +107,19 @@ async def test_match_reviews_list_the_ambiguous_event(client: httpx.AsyncClient)
     assert sorted(c["member_id"] for c in review["candidates"]) == ["M3", "M4"]
 
 
+async def test_views_of_episodes_and_reviews_are_audited_by_id(client: httpx.AsyncClient) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        (review,) = (await client.get("/api/match-reviews")).json()
+        listed = (await client.get("/api/episodes", params={"patient_id": "M2"})).json()
+    views = [e for e in logs if e["event"] == "audit.phi_view"]
+    assert [v["endpoint"] for v in views] == ["/api/match-reviews", "/api/episodes"]
+    assert views[0]["review_ids"] == [review["id"]] and views[0]["member_ids"] == ["M3", "M4"]
+    assert views[1]["episode_ids"] == [e["id"] for e in listed]
+    assert "SMITH" not in str(views)  # ids only, never the content
+
+
 async def test_metrics_and_ops_page_show_episode_figures(client: httpx.AsyncClient) -> None:
     text = (await client.get("/metrics")).text
     assert 'transcare_episodes_open{kind="inpatient"} 1' in text

@@ -167,7 +167,7 @@ def test_repeated_ids_and_shared_identifiers_reject_the_later_rows() -> None:
                   "HH-1,,,,,,,,,,,,,", "HH-3,,,,,,,,,,,,,")
     parsed = parse_roster_csv(text)
     assert parsed.errors == (
-        RowError(3, "identifiers: 1001@GENHOSP is also listed for member HH-1 on line 2"),
+        RowError(3, "identifiers: the GENHOSP entry is also listed for member HH-1 on line 2"),
         RowError(4, "member_id: repeats line 2"))
     assert [m.member_id for m in parsed.items] == ["HH-1", "HH-3"]
     people = parse_staff_csv("staff_id,role\nS1,allied\nS1,support\n")
@@ -225,6 +225,21 @@ def test_json_values_may_be_strings_numbers_booleans_or_null() -> None:
                           RowError(3, "member_id: required, but blank or missing"))
 
 
+def test_json_keys_naming_one_column_twice_and_lists_outside_identifiers_are_row_errors() -> None:
+    """A CSV header naming a column twice is refused; a JSON object doing so had one key
+    silently win, and a list was joined into any column (a family name "a;b")."""
+    bad = parse_roster_records([
+        {"member_id": "K-1", "Member ID": "K-2"},
+        {"member_id": "K-3", "family_name": ["a", "b"]},
+        {"member_id": "K-4", "identifiers": ["1001@GENHOSP", 7]},
+        {"member_id": "K-5", "identifiers": ["1005@GENHOSP"], "family_name": "Doe"},
+    ])
+    assert bad.errors == (RowError(1, "column named twice in the object: member_id"),
+                          RowError(2, "family_name: expected a string, number or boolean"),
+                          RowError(3, "identifiers: expected a list of strings"))
+    assert [m.member_id for m in bad.items] == ["K-5"]
+
+
 def test_the_example_files_parse_cleanly() -> None:
     members = parse_roster_csv((EXAMPLES / "roster.csv").read_text())
     people = parse_staff_csv((EXAMPLES / "staff.csv").read_text())
@@ -244,3 +259,5 @@ def test_the_report_merges_errors_by_line_and_serialises() -> None:
                                                           {"line": 9, "reason": "b"}]}
     assert report.summary("roster") == ("roster: 6 rows loaded (2 new, 1 updated, 3 unchanged), "
                                         "2 rejected")
+    assert ImportReport(1, 0, 0).summary("staff") == (
+        "staff: 1 row loaded (1 new, 0 updated, 0 unchanged), 0 rejected")

@@ -46,6 +46,15 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         ("", {"TRANSCARE_WORKER_NICE": "-5"}, "TRANSCARE_WORKER_NICE.*0 to 19"),
         ("[kafka]\nworker_nice = true\n", {}, "worker_nice"),
         ("", {"TRANSCARE_STREAM_WORKERS": "0"}, "TRANSCARE_STREAM_WORKERS.*at least 1"),
+        # Right type, but no rule can use them (the worker stopped and restarted on these).
+        ("", {"TRANSCARE_MATCH_THRESHOLD": "60"}, "TRANSCARE_MATCH_THRESHOLD.*= 60.*threshold <= 100"),
+        ("", {"TRANSCARE_MATCH_REVIEW_FLOOR": "-5"}, "TRANSCARE_MATCH_REVIEW_FLOOR.*= -5"),
+        ("", {"TRANSCARE_MATCH_THRESHOLD": "101"}, "TRANSCARE_MATCH_THRESHOLD.*= 101"),
+        ("[transitions]\nmatch_review_floor = 95\n", {}, "match_review_floor.*= 95"),
+        ("", {"TRANSCARE_FREQUENT_ED_THRESHOLD": "0"}, "TRANSCARE_FREQUENT_ED_THRESHOLD.*2 or more"),
+        ("", {"TRANSCARE_FREQUENT_ED_THRESHOLD": "-3"}, "TRANSCARE_FREQUENT_ED_THRESHOLD.*2 or more"),
+        ("", {"TRANSCARE_STALE_ED_HOURS": "0"}, "TRANSCARE_STALE_ED_HOURS.*above 0"),
+        ("", {"TRANSCARE_STALE_INPATIENT_DAYS": "-1"}, "TRANSCARE_STALE_INPATIENT_DAYS.*above 0"),
     ],
 )
 def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[str, str],

@@ -123,8 +123,9 @@ def _text(body: bytes) -> str:
 def _objects(body: bytes) -> list[object]:
     try:
         value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        value = None
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                                 f"column {exc.colno}") from None
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise HTTPException(422, "the body must be a JSON list of objects")
     return value

@@ -157,11 +157,16 @@ def episodes_router(db: Database) -> APIRouter:
         return found
 
     @router.get("/api/match-reviews", response_model=list[ReviewOut], tags=["matching"])
-    async def list_reviews(status: Literal["pending", "resolved"] | None = "pending",
+    async def list_reviews(request: Request,
+                           status: Literal["pending", "resolved"] | None = "pending",
                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[ReviewOut]:
         """ADT events whose patient could not be matched with confidence: the candidates with
         their scores (docs/matching.md). Nothing is guessed; an analyst decides."""
-        return [ReviewOut(**r) for r in await db.run(lambda c: find_reviews(c, status, limit))]
+        result = [ReviewOut(**r) for r in await db.run(lambda c: find_reviews(c, status, limit))]
+        audit.info("audit.phi_view", endpoint="/api/match-reviews", client=_client(request),
+                   review_ids=[r.id for r in result],
+                   member_ids=sorted({str(c["member_id"]) for r in result for c in r.candidates}))
+        return result
 
     return router
 
