@@ -9,14 +9,13 @@ state, the timeline, the outbox rows for ``transitions.episodes.v1`` and the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
 from schemas.adt_event import AdtEvent, AdtEventView
@@ -24,7 +23,7 @@ from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
 from schemas.topics import EPISODES
 from transcare.db.lists import keys_present, one_of
 from transcare.db.tables import match_reviews, outbox, processed_events
-from transcare.db.upsert import insert_all
+from transcare.db.upsert import dialect_insert, insert_all
 from transitions.clinical import ClinicalEvent, clinical_event
 from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
 from transitions.episode import Change, Episode
@@ -91,7 +90,9 @@ Incoming = AdtEvent | Received
 
 
 def process_batch(conn: Connection, events: Sequence[Incoming], config: Config,
-                  now: datetime) -> BatchResult:
+                  now: datetime, decided: Mapping[str, str] | None = None) -> BatchResult:
+    """``decided``: event id -> the member a match reviewer chose for it (transitions/reviews.py):
+    that event is applied to that member without matching."""
     result = BatchResult()
     unprocessed = _unprocessed(conn, events)
     result.skipped = len(events) - len(unprocessed)
@@ -110,7 +111,7 @@ def process_batch(conn: Connection, events: Sequence[Incoming], config: Config,
         born.setdefault(m.birth_date, {})[m.member_id] = m
     full: dict[str, AdtEvent] = {}  # the events that may be a member's, read whole
     found = {e.event_id: _match(e, given[e.event_id], identifiers, owners, candidates, born,
-                                config, full) for e in todo}
+                                config, full, (decided or {}).get(e.event_id)) for e in todo}
     clinical = {i: clinical_event(full[i], config.rules.post_acute_facilities)
                 for i, f in found.items()
                 if f is not None and f.outcome not in ("unmatched", "review") and f.member_id}
@@ -156,10 +157,17 @@ def _match(event: AdtEvent | AdtEventView, given: Incoming,
            identifiers: dict[str, tuple[MemberIdentifier, ...]],
            owners: dict[MemberIdentifier, str], candidates: dict[str, Member],
            born: dict[object, dict[str, Member]], config: Config,
-           full: dict[str, AdtEvent]) -> MatchResult | None:
+           full: dict[str, AdtEvent], decided: str | None = None) -> MatchResult | None:
     """Match one event against its own candidates: its identifier hits and the members
     sharing its birth date. An event with candidates is read whole into ``full`` (its
-    demographics, its date); None when its JSON is then not a valid event."""
+    demographics, its date); None when its JSON is then not a valid event. ``decided``: the
+    member a match reviewer chose (the event is read whole and goes to that member)."""
+    if decided is not None:
+        whole = _whole(given, event)
+        if whole is None:
+            return None
+        full[event.event_id] = whole
+        return MatchResult("matched", decided, "none", 0.0, (), "decided by a match review")
     mine = {owners[i]: candidates[owners[i]] for i in identifiers[event.event_id]
             if i in owners and owners[i] in candidates}
     if event.patient.birth_date is not None:
@@ -168,18 +176,23 @@ def _match(event: AdtEvent | AdtEventView, given: Incoming,
         # Nobody enrolled holds its identifiers or shares its birth date (most events of a
         # feed): unmatched, as match() decides, without reading the rest of the event.
         return decide((), config.policy)
-    if isinstance(given, Received):
-        try:
-            whole = given.full()
-        except ValidationError as exc:
-            log.error("transitions.undecodable_event", event_id=event.event_id,
-                      errors=exc.error_count())
-            return None
-    else:
-        whole = given
+    whole = _whole(given, event)
+    if whole is None:
+        return None
     full[event.event_id] = whole
     return match(identifiers[event.event_id], event_demographics(whole), owners, mine,
                  _day(whole).date(), config.policy)
+
+
+def _whole(given: Incoming, event: AdtEvent | AdtEventView) -> AdtEvent | None:
+    if not isinstance(given, Received):
+        return given
+    try:
+        return given.full()
+    except ValidationError as exc:
+        log.error("transitions.undecodable_event", event_id=event.event_id,
+                  errors=exc.error_count())
+        return None
 
 
 def _unprocessed(conn: Connection, events: Sequence[Incoming]) -> list[Incoming]:
@@ -233,7 +246,8 @@ def _handle(conn: Connection, view: AdtEvent | AdtEventView, event: AdtEvent | N
     if found.outcome == "unmatched":
         return "unmatched", None
     if found.outcome == "review" or found.member_id is None or ev is None or event is None:
-        _review(conn, view, found.reason, [(c.member_id, c.score) for c in found.candidates], now)
+        _review(conn, event or view, found.reason, [(c.member_id, c.score) for c in found.candidates],
+                now)
         return "review", None
     outcome = _apply(conn, event, ev, found.member_id, members, staff, caseload, config, now,
                      result, batch)
@@ -323,11 +337,16 @@ def snapshot(episode: Episode) -> EpisodeSnapshot:
 
 def _review(conn: Connection, event: AdtEvent | AdtEventView, reason: str,
             candidates: list[tuple[str, float]], now: datetime) -> None:
-    conn.execute(insert(match_reviews).values(
+    """Hold the event back for a reviewer, with the event itself (so a decision can apply it).
+    An event already under review is left as it is (a reviewer's choice that conflicts again
+    is refused by transitions/reviews.py, which rolls back)."""
+    conn.execute(dialect_insert(conn, match_reviews).values(
         event_id=event.event_id, message_id=event.message_id,
         facility=event.header.sending_facility or "", reason=reason,
         candidates=[{"member_id": m, "score": s} for m, s in candidates], status="pending",
-        created_at=now))
+        created_at=now,
+        event=event.model_dump_json() if isinstance(event, AdtEvent) else None,
+    ).on_conflict_do_nothing(index_elements=["event_id"]))
 
 
 def _processed_row(event: AdtEvent | AdtEventView, outcome: str, member_id: str | None,

@@ -107,6 +107,27 @@ async def test_match_reviews_list_the_ambiguous_event(client: httpx.AsyncClient)
     assert sorted(c["member_id"] for c in review["candidates"]) == ["M3", "M4"]
 
 
+async def test_a_reviewer_decides_a_match_review_over_http(client: httpx.AsyncClient) -> None:
+    (review,) = (await client.get("/api/match-reviews")).json()
+    url = f"/api/match-reviews/{review['id']}/resolve"
+    assert (await client.post(url, json={"by": "NOBODY", "member_id": "M3"})).status_code == 422
+    assert (await client.post(url, json={"by": "S1"})).status_code == 422  # member_id: say which
+    assert (await client.post("/api/match-reviews/999/resolve",
+                              json={"by": "S1", "member_id": "M3"})).status_code == 404
+    decided = await client.post(url, json={"by": "S1", "member_id": "M3"})
+    assert decided.status_code == 200, decided.text
+    body = decided.json()
+    assert (body["outcome"], body["review"]["status"], body["review"]["decided_member_id"],
+            body["review"]["resolved_by"]) == ("applied", "resolved", "M3", "S1")
+    (episode,) = (await client.get("/api/episodes", params={"patient_id": "M3"})).json()
+    assert (episode["kind"], episode["facility"], episode["status"]) == ("ed", "STMARYS", "open")
+    again = await client.post(url, json={"by": "S1", "member_id": "M4"})
+    assert again.status_code == 409 and "decided already" in again.json()["detail"]
+    assert (await client.get("/api/match-reviews")).json() == []
+    (resolved,) = (await client.get("/api/match-reviews", params={"status": "resolved"})).json()
+    assert resolved["decided_member_id"] == "M3" and resolved["resolved_at"]
+
+
 async def test_views_of_episodes_and_reviews_are_audited_by_id(client: httpx.AsyncClient) -> None:
     from structlog.testing import capture_logs
 

@@ -255,6 +255,12 @@ match_reviews = Table(
     Column("candidates", JSON, nullable=False),  # [{"member_id", "score"}]
     Column("status", String(12), nullable=False, default="pending"),  # pending | resolved
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("event", Text, nullable=True),  # the AdtEvent's JSON (migration 0007; NULL before)
+    # The decision: the member the event is applied to (NULL: not one of the program's
+    # patients), who decided and when.
+    Column("decided_member_id", String(64), nullable=True),
+    Column("resolved_by", String(64), nullable=True),
+    Column("resolved_at", UtcDateTime(), nullable=True),
 )
 Index("ix_match_reviews_status", match_reviews.c.status)
 

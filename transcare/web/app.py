@@ -20,6 +20,7 @@ from transcare import __version__
 from transcare.db.database import Database, open_database, ping
 from transcare.followup_agent import followup_context
 from transcare.settings import Settings
+from transcare.transitions_agent import transitions_config
 from transcare.web.dashboard import render_dashboard
 from transcare.web.directory_api import directory_router
 from transcare.web.episodes_api import episodes_router
@@ -93,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="transcare", version=__version__, lifespan=lifespan,
                   description="Transitional-care service: ADT ingest, episodes, follow-up.")
     app.include_router(directory_router(db))
-    app.include_router(episodes_router(db))
+    app.include_router(episodes_router(db, transitions_config(settings)))
     followup_ctx = followup_context(settings)
     app.include_router(tasks_router(db, followup_ctx))
     app.include_router(inbox_router(db, followup_ctx))

@@ -1,4 +1,5 @@
-"""``GET /api/episodes``, ``GET /api/episodes/{id}``, ``GET /api/match-reviews``.
+"""``GET /api/episodes``, ``GET /api/episodes/{id}``, ``GET /api/match-reviews``,
+``POST /api/match-reviews/{id}/resolve``.
 
 Episodes carry PHI (identifiers, clinical times): every view is written to the audit log
 (``audit.phi_view``: the endpoint, the episode or member ids returned, never their content).
@@ -19,6 +20,8 @@ from transcare.db.database import Database
 from transcare.web.tasks_api import task_out
 from transitions.episode import Episode
 from transitions.episode_queries import find_episodes, find_reviews, get_episode, member_identifiers, timeline
+from transitions.processor import Config
+from transitions.reviews import ReviewError, resolve_review
 
 audit = structlog.get_logger("audit")
 Kind = Literal["ed", "inpatient", "observation", "post_acute"]
@@ -90,6 +93,24 @@ class ReviewOut(BaseModel):
     candidates: list[dict[str, Any]]  # member_id and score
     status: str
     created_at: datetime
+    decided_member_id: str | None = None  # resolved: the member chosen (None: not enrolled)
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+
+
+class Resolve(BaseModel):
+    by: str  # staff id of the reviewer
+    member_id: str | None  # the member the event is about; null: not one of the program's
+
+
+class ResolvedOut(BaseModel):
+    review: ReviewOut
+    outcome: str  # what applying the event did (applied, ignored, ...), or not_enrolled
+    episode_events: int
+
+
+def _review_out(row: dict[str, Any]) -> ReviewOut:
+    return ReviewOut(**{k: v for k, v in row.items() if k in ReviewOut.model_fields})
 
 
 def _out(e: Episode, ids: dict[str, list[str]]) -> dict[str, Any]:
@@ -105,7 +126,7 @@ def _out(e: Episode, ids: dict[str, list[str]]) -> dict[str, Any]:
         lace=dict(e.lace) if e.lace else None)
 
 
-def episodes_router(db: Database) -> APIRouter:
+def episodes_router(db: Database, config: Config) -> APIRouter:
     router = APIRouter(tags=["episodes"])
 
     @router.get("/api/episodes", response_model=list[EpisodeOut])
@@ -162,11 +183,30 @@ def episodes_router(db: Database) -> APIRouter:
                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[ReviewOut]:
         """ADT events whose patient could not be matched with confidence: the candidates with
         their scores (docs/matching.md). Nothing is guessed; an analyst decides."""
-        result = [ReviewOut(**r) for r in await db.run(lambda c: find_reviews(c, status, limit))]
+        result = [_review_out(r) for r in await db.run(lambda c: find_reviews(c, status, limit))]
         audit.info("audit.phi_view", endpoint="/api/match-reviews", client=_client(request),
                    review_ids=[r.id for r in result],
                    member_ids=sorted({str(c["member_id"]) for r in result for c in r.candidates}))
         return result
+
+    @router.post("/api/match-reviews/{review_id}/resolve", response_model=ResolvedOut,
+                 tags=["matching"], responses={404: {"description": "no such review"},
+                                               409: {"description": "decided already, or the "
+                                                     "member cannot take the event"},
+                                               422: {"description": "unknown reviewer or member"}})
+    async def resolve(review_id: int, body: Resolve, request: Request) -> ResolvedOut:
+        """Decide a review: ``member_id`` gets the event held back (its episode, coordinator,
+        flags and follow-up, as if matching had found them); null records that the patient is
+        not one of the program's. ``by`` is the reviewer's staff id (docs/matching.md)."""
+        try:
+            decision = await db.write(lambda c: resolve_review(
+                c, review_id, body.member_id, body.by, config, datetime.now(UTC)))
+        except ReviewError as exc:
+            raise HTTPException(exc.status, exc.reason) from None
+        audit.info("audit.match_review_decided", client=_client(request), review_id=review_id,
+                   member_id=body.member_id, by=body.by, outcome=decision.outcome)
+        return ResolvedOut(review=_review_out(decision.review), outcome=decision.outcome,
+                           episode_events=decision.episode_events)
 
     return router
 

@@ -1,0 +1,101 @@
+"""Deciding a match review: the event held back goes to the member the reviewer chose.
+
+An ADT event whose patient could not be matched with confidence waits in ``match_reviews``
+(transitions/processor.py), with the event itself. A reviewer (any active person of the staff
+directory) decides, in one transaction:
+
+- a member: the event is applied to that member as if matching had found them (episode,
+  timeline, coordinator, flags, and the ``transitions.episodes.v1`` events through the outbox);
+  its ``processed_events`` row records the outcome. A discharge held back this way still gets
+  its follow-up tasks.
+- no member (``member_id`` null): the patient is not one of the program's; the event stays
+  unapplied.
+
+Either way the review records the decision, who made it and when. A review is decided once.
+If the chosen member cannot take the event (its visit number belongs to another member's
+episode), nothing is written and the reviewer is told why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from schemas.adt_event import AdtEvent
+from transcare.db.tables import match_reviews, processed_events
+from transitions.directory_store import load_members, load_staff
+from transitions.processor import Config, process_batch
+
+
+class ReviewError(ValueError):
+    """Why a decision cannot be recorded; ``status`` is the HTTP status that says so."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Decision:
+    review: dict[str, Any]  # the review row as it is now
+    outcome: str  # applied, ignored, ... (the processed_events outcome), or "not_enrolled"
+    episode_events: int
+
+
+def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: str,
+                   config: Config, now: datetime) -> Decision:
+    """Record the decision on review ``review_id`` (see the module's doc).
+
+    Raises:
+        ReviewError: 404 no such review; 409 already decided, no stored event (a review
+            recorded before migration 0007), or the member cannot take the event; 422 ``by``
+            is not an active person of the staff directory, or ``member_id`` is not a member.
+    """
+    c = match_reviews.c
+    query = select(match_reviews).where(c.id == review_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise ReviewError(404, f"no match review {review_id}")
+    if row["status"] != "pending":
+        raise ReviewError(409, f"match review {review_id} was decided already "
+                               f"(by {row['resolved_by'] or 'an earlier version'})")
+    if not any(s.staff_id == by and s.active for s in load_staff(conn)):
+        raise ReviewError(422, f"by: {by!r} is not an active person of the staff directory")
+    outcome, events = "not_enrolled", 0
+    if member_id is not None:
+        if member_id not in load_members(conn, [member_id]):
+            raise ReviewError(422, f"member_id: {member_id!r} is not a member of the roster")
+        outcome, events = _apply(conn, row, member_id, config, now)
+    conn.execute(update(match_reviews).where(c.id == review_id).values(
+        status="resolved", decided_member_id=member_id, resolved_by=by, resolved_at=now))
+    decided = conn.execute(select(match_reviews).where(c.id == review_id)).mappings().one()
+    return Decision(dict(decided), outcome, events)
+
+
+def _apply(conn: Connection, row: Any, member_id: str, config: Config,
+           now: datetime) -> tuple[str, int]:
+    if not row["event"]:
+        raise ReviewError(409, f"match review {row['id']} holds no event (recorded before "
+                               "migration 0007): replay its message after adding the patient's "
+                               "identifier to the member's roster row")
+    try:
+        event = AdtEvent.model_validate_json(row["event"])
+    except ValidationError as exc:
+        raise ReviewError(409, f"match review {row['id']}: the stored event is not a valid "
+                               f"AdtEvent ({exc.error_count()} errors)") from None
+    # The review's processed_events row ("review") is replaced by the decided outcome.
+    conn.execute(processed_events.delete().where(processed_events.c.event_id == event.event_id))
+    result = process_batch(conn, [event], config, now, decided={event.event_id: member_id})
+    outcome = next(iter(result.outcomes), ("skipped", ""))[0]
+    if outcome == "review":  # the member cannot take it: roll the whole decision back
+        raise ReviewError(409, f"member {member_id} cannot take this event: its visit number "
+                               "belongs to another member's episode")
+    return outcome, result.episode_events
