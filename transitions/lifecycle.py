@@ -27,6 +27,8 @@ def discharge(state: PatientState, ev: ClinicalEvent, target: Episode | None) ->
     if target.status == "cancelled":
         return "ignored"
     at = ev.discharged_at or ev.occurred_at
+    if ev.discharged_at is None and target.status != "open" and target.discharged_at is not None:
+        at = target.discharged_at  # a resend without PV1-45 does not move a known discharge time
     if target.status != "open" and target.discharged_at == at and \
             target.disposition == (ev.disposition or target.disposition):
         return "duplicate"
@@ -157,7 +159,12 @@ def cancel_admit(state: PatientState, ev: ClinicalEvent, target: Episode | None)
         return _cancelled_placeholder(state, ev)
     if target.status == "cancelled":
         return "duplicate"
-    if target.kind_history and ev.visit_number and ev.visit_number in target.visit_numbers[1:]:
+    later_visit = bool(ev.visit_number) and ev.visit_number in target.visit_numbers[1:]
+    if later_visit and not target.kind_history:
+        # the admission this visit number brought was cancelled already (the visit went back
+        # to what it was): a resent A11, not a cancel of the whole visit
+        return "duplicate"
+    if target.kind_history and later_visit:
         episode = _relace(state, state.put(replace(target, kind=target.kind_history[-1],
                                                    kind_history=target.kind_history[:-1])))
         state.emit("EpisodeUpdated", episode, ev.occurred_at, "admission cancelled; visit goes on",

@@ -14,6 +14,7 @@ What it does with messy feeds is documented in ``docs/episodes.md`` and table-te
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from transitions.clinical import ClinicalEvent
 from transitions.episode import Episode
@@ -40,6 +41,9 @@ def apply(state: PatientState, ev: ClinicalEvent) -> Outcome:
     target = find_target(state, ev)
     if target is not None and target.member_id != state.member.member_id:
         return "conflict"
+    if target is not None and ev.visit_number and \
+            state.visits.get((ev.facility_key, ev.visit_number)) != target.id:
+        target = _adopt_visit(state, target, ev.facility_key, ev.visit_number)
     before = len(state.changes)
     outcome = _HANDLERS.get(ev.action, _ignore)(state, ev, target)
     if ev.died:
@@ -70,6 +74,17 @@ def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
         return None
     return max(here, key=lambda e: (e.is_active, e.admitted_at is not None,
                                     e.admitted_at.timestamp() if e.admitted_at else 0.0))
+
+
+def _adopt_visit(state: PatientState, target: Episode, facility_key: str,
+                 visit_number: str) -> Episode:
+    """An open episode without a visit number that an event with one is about (the feed
+    filled PV1-19 late) takes the number: the next event of that visit, a resend too, finds it
+    by its key instead of opening a second episode."""
+    state.index_visit(facility_key, visit_number, target.id)
+    if visit_number in target.visit_numbers:
+        return target
+    return state.put(replace(target, visit_numbers=(*target.visit_numbers, visit_number)))
 
 
 def _preadmit(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:

@@ -71,6 +71,8 @@ def _convert(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcom
                                        and ev.visit_number not in episode.visit_numbers else ())
     episode = state.put(replace(
         episode, kind=ev.kind, kind_history=(*episode.kind_history, episode.kind),
+        # an ED visit known only from its discharge (A03 first) begins with this admission
+        admitted_at=episode.admitted_at or ev.admitted_at or ev.occurred_at,
         visit_numbers=numbers, patient_class=ev.patient_class, location=ev.location or episode.location,
         hospital_service=ev.hospital_service or episode.hospital_service,
         admission_type=ev.admission_type or episode.admission_type, last_event_at=ev.occurred_at))

@@ -61,6 +61,56 @@ def test_discharge_with_pv1_44_before_admission_then_the_late_admission_is_a_dup
         "duplicate", "discharged", T0)
 
 
+def test_a_visit_number_filled_late_is_adopted_and_a_resend_finds_it() -> None:
+    """Regression (review): an ED registration without PV1-19, then its discharge with one:
+    the episode never recorded the number, so the resent A03 opened a second episode for the
+    visit, and an A13 or A08 of the visit was ignored."""
+    a03 = dict(cls="E", at=T0 + hours(5), disposition="01")
+    result = run(adt("A04", None, cls="E", at=T0), adt("A03", "V7", **a03),  # type: ignore[arg-type]
+                 adt("A03", "V7", **a03))  # type: ignore[arg-type]
+    assert (result.last_outcome, len(result.episodes(all_=True))) == ("duplicate", 1)
+    assert result.only.visit_numbers == ("V7",) and result.only.status == "discharged"
+    result.feed(adt("A13", "V7", cls="E", at=T0 + hours(6)))
+    assert (result.last_outcome, result.only.status) == ("applied", "open")
+    assert result.state.new_visits == {(HOSP, "V7"): result.only.id}  # written to the index
+
+
+def test_a_resent_cancel_of_the_admission_leaves_the_ed_visit_going_on() -> None:
+    """Regression (review): A11 for the admission of an ED visit that became a stay sends the
+    visit back to ED; the same A11 resent cancelled the whole visit."""
+    result = run(adt("A04", "V1", cls="E", at=T0), adt("A01", "V2", cls="I", at=T0 + hours(3)),
+                 adt("A11", "V2", cls="I", at=T0 + hours(4)))
+    assert (result.only.kind, result.only.status) == ("ed", "open")
+    result.feed(adt("A11", "V2", cls="I", at=T0 + hours(4)))
+    assert (result.last_outcome, result.only.kind, result.only.status) == ("duplicate", "ed", "open")
+    result.feed(adt("A11", "V1", cls="E", at=T0 + hours(5)))  # the ED visit itself: cancelled
+    assert result.episodes(all_=True)[0].status == "cancelled"
+
+
+def test_a_resent_discharge_without_pv1_45_keeps_the_known_discharge_time() -> None:
+    """Regression (review): the resend's message time replaced PV1-45 (and counted as a
+    correction), so the result depended on which of the two arrived last."""
+    result = run(adt("A01", "V1", at=T0),
+                 adt("A03", "V1", at=T0 + days(2) + hours(3), discharged=T0 + days(2), disposition="01"),
+                 adt("A03", "V1", at=T0 + days(2) + hours(3), discharged=None, disposition="01"))
+    assert (result.last_outcome, result.only.discharged_at) == ("duplicate", T0 + days(2))
+
+
+def test_an_admission_continuing_an_ed_visit_known_from_its_discharge_sets_the_admit_time() -> None:
+    """Regression (review): A03 of an ED visit first (no PV1-44), then the admission under the
+    same visit number: the stay had no admission time, so no readmission flag and no LACE,
+    and the resent A01 then filled it in (not a duplicate)."""
+    earlier = [adt("A01", "V1", cls="I", at=T0 - days(14)),
+               adt("A03", "V1", cls="I", at=T0 - days(10), disposition="01")]
+    a01 = adt("A01", "V2", cls="I", at=T0 + hours(1))
+    result = run(*earlier, adt("A03", "V2", cls="E", at=T0, admitted=None, disposition="09"), a01)
+    stay = max(result.episodes(all_=True), key=lambda e: e.admitted_at or T0)
+    assert (stay.kind, stay.status, stay.admitted_at) == ("inpatient", "open", T0 + hours(1))
+    assert "readmission_30d" in stay.flag_names
+    result.feed(adt("A01", "V2", cls="I", at=T0 + hours(1)))
+    assert result.last_outcome == "duplicate"
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
