@@ -36,6 +36,7 @@ def discharge(state: PatientState, ev: ClinicalEvent, target: Episode | None) ->
     disposition = ev.disposition or episode.disposition
     episode = state.put(replace(
         episode, status="discharged" if episode.status != "closed" else "closed",
+        paused=False,  # a discharge ends a leave of absence too (its A22 never comes, or is ignored)
         flags=tuple(f for f in episode.flags if f.name != "left_ama" or disposition == LEFT_AMA),
         discharged_at=at, disposition=disposition,
         discharged_to=ev.discharged_to or episode.discharged_to,

@@ -111,6 +111,14 @@ def test_an_admission_continuing_an_ed_visit_known_from_its_discharge_sets_the_a
     assert result.last_outcome == "duplicate"
 
 
+def test_a_discharge_during_a_leave_of_absence_ends_the_leave() -> None:
+    """Regression (review): discharged while on leave (A21), the episode stayed paused, and
+    the A22 after the discharge was ignored."""
+    result = run(adt("A01", "V1", at=T0), adt("A21", "V1", at=T0 + hours(5)),
+                 adt("A03", "V1", at=T0 + days(1), disposition="01"))
+    assert (result.only.status, result.only.paused) == ("discharged", False)
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
