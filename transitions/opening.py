@@ -12,6 +12,8 @@ from transitions.episode import Episode, episode_id
 from transitions.flags import DISCHARGE_FLAGS, discharge_lace, history_flags
 from transitions.state import Outcome, PatientState
 
+ADMITTED_AS_INPATIENT = "09"  # PV1-36 (UB-04 patient status): admitted as an inpatient to this hospital
+
 
 def open_episode(state: PatientState, ev: ClinicalEvent, via: str) -> Episode | None:
     """Open a new episode for ``ev`` (kind from its class), attributed and flagged.
@@ -98,6 +100,8 @@ def _admit_existing(state: PatientState, ev: ClinicalEvent, episode: Episode) ->
         return _convert(state, ev, episode)
     if _admitted_after_ed_discharge(episode, ev):
         return _reopen_for_admission(state, ev, episode)
+    if _discharged_stay(episode, ev):
+        return _convert_discharged(state, ev, episode)
     admitted = ev.admitted_at or ev.occurred_at
     if episode.admitted_at is None and (episode.discharged_at is None or admitted <= episode.discharged_at):
         # a discharge that arrived first (no PV1-44): the late admission tells when it began
@@ -112,10 +116,38 @@ def _admit_existing(state: PatientState, ev: ClinicalEvent, episode: Episode) ->
 
 def _admitted_after_ed_discharge(episode: Episode, ev: ClinicalEvent) -> bool:
     """Some feeds discharge the ED part (A03) before they admit under the same visit number:
-    an admission at or after that discharge continues the visit as a stay."""
+    an admission recorded (EVN-2/MSH-7) or admitted (PV1-44) at or after that discharge, or
+    after an ED discharge whose PV1-36 says admitted as an inpatient (09), continues the visit
+    as a stay. (Many feeds put the ED arrival or the decision to admit in PV1-44, before the
+    ED part's discharge.)"""
+    return (_ed_visit_discharged(episode, ev) and episode.discharged_at is not None
+            and (ev.occurred_at >= episode.discharged_at or ev.recorded_at >= episode.discharged_at
+                 or episode.disposition == ADMITTED_AS_INPATIENT))
+
+
+def _discharged_stay(episode: Episode, ev: ClinicalEvent) -> bool:
+    """The admission of a visit whose discharge came first: admitted and recorded before that
+    discharge, which was then the stay's (the admission message was late)."""
+    return _ed_visit_discharged(episode, ev) and episode.discharged_at is not None and \
+        ev.recorded_at < episode.discharged_at
+
+
+def _ed_visit_discharged(episode: Episode, ev: ClinicalEvent) -> bool:
     return (episode.status == "discharged" and episode.kind in ("ed", "observation")
-            and ev.kind is not None and _convertible_kind(episode.kind, ev.kind)
-            and episode.discharged_at is not None and ev.occurred_at >= episode.discharged_at)
+            and ev.kind is not None and _convertible_kind(episode.kind, ev.kind))
+
+
+def _convert_discharged(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcome:
+    """The visit was a stay, and the discharge already recorded was the stay's: the kind
+    becomes the stay's (the admission's work is planned) and the discharge is told again as
+    the stay's (its LACE, and the stay's follow-up)."""
+    _convert(state, ev, episode)
+    episode = state.episodes[episode.id]
+    episode = state.put(replace(episode, lace=discharge_lace(state, episode)))
+    state.emit("PatientDischarged", episode, episode.discharged_at, f"discharged from {episode.kind}",
+               disposition=episode.disposition, discharged_to=episode.discharged_to,
+               kind=episode.kind, corrected=False, lace=episode.lace)
+    return "applied"
 
 
 def _reopen_for_admission(state: PatientState, ev: ClinicalEvent, episode: Episode) -> Outcome:

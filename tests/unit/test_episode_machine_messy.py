@@ -119,6 +119,39 @@ def test_a_discharge_during_a_leave_of_absence_ends_the_leave() -> None:
     assert (result.only.status, result.only.paused) == ("discharged", False)
 
 
+@pytest.mark.parametrize("pv1_44", [T0, T0 + hours(4)], ids=["ED arrival", "decision to admit"])
+def test_an_admission_after_the_ed_discharge_with_an_earlier_pv1_44_continues_as_a_stay(
+        pv1_44: datetime) -> None:
+    """Regression (review): many feeds put the ED arrival or the decision to admit in PV1-44,
+    before the ED part's A03; the A01 recorded after that A03 was taken for a duplicate and
+    the stay never existed."""
+    result = run(adt("A04", "V1", cls="E", at=T0),
+                 adt("A03", "V1", cls="E", at=T0 + hours(5), disposition="09"),
+                 adt("A01", "V1", cls="I", at=T0 + hours(6), admitted=pv1_44))
+    ep = result.only
+    assert (result.last_outcome, ep.kind, ep.status, ep.kind_history) == (
+        "applied", "inpatient", "open", ("ed",))
+    assert result.last_types == ["EpisodeReopened", "EpisodeUpdated"]
+
+
+def test_an_admission_recorded_before_the_discharge_that_came_first_makes_it_the_stays() -> None:
+    """The A01 (recorded at +3 h) reaches the service after the A03 (+5 h, home): the visit
+    was a stay and the discharge the stay's. The kind becomes inpatient and the discharge is
+    told again as the stay's, uncorrected, so the stay's follow-up is planned."""
+    result = run(adt("A04", "V1", cls="E", at=T0),
+                 adt("A03", "V1", cls="E", at=T0 + hours(5), disposition="01"),
+                 adt("A01", "V1", cls="I", at=T0 + hours(3)))
+    ep = result.only
+    assert (ep.kind, ep.status, ep.discharged_at, ep.kind_history) == (
+        "inpatient", "discharged", T0 + hours(5), ("ed",))
+    assert ep.lace is not None
+    assert result.last_types == ["EpisodeUpdated", "PatientDischarged"]
+    told = result.emitted[-1][-1]
+    assert (told.detail["kind"], told.detail["corrected"]) == ("inpatient", False)
+    result.feed(adt("A01", "V1", cls="I", at=T0 + hours(3)))
+    assert result.last_outcome == "duplicate"
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
