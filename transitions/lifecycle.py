@@ -76,6 +76,10 @@ def transfer(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> 
     if not target.is_active:
         return "ignored"
     level = _level_of_care(target, ev)
+    if not ev.location:
+        # no PV1-3 (missing PV1 fields): where the patient went is not said; the facility read
+        # would be MSH-4's, not a move to another facility
+        ev = replace(ev, location=target.location, facility=target.facility)
     moved = ev.location != target.location or ev.facility != target.facility
     if not moved and level is None:
         return "duplicate"

@@ -152,6 +152,15 @@ def test_an_admission_recorded_before_the_discharge_that_came_first_makes_it_the
     assert result.last_outcome == "duplicate"
 
 
+def test_a_transfer_without_pv1_3_moves_nobody_to_another_facility() -> None:
+    """Regression (review): an A02 missing PV1-3 blanked the location and, its facility read
+    from MSH-4, told the coordinator of a move to another facility."""
+    result = run(adt("A01", "V1", at=T0, location="4W^401^A", loc_facility="MAIN"),
+                 adt("A02", "V1", at=T0 + hours(5), location=None))
+    assert result.last_outcome == "duplicate"
+    assert (result.only.location, result.only.facility) == ("4W^401^A", "MAIN")
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
