@@ -8,6 +8,7 @@ workers handling the same member (events from two facilities, two partitions) ta
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from functools import cache
 from typing import Any, NamedTuple, cast
 
 import orjson
-from sqlalchemy import Delete, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import Delete, Select, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from transcare.db.engine import json_dumps
@@ -53,6 +54,27 @@ def lock_members(conn: Connection, member_ids: Sequence[str]) -> None:
     if conn.dialect.name == "postgresql" and member_ids:
         conn.execute(select(members.c.member_id).where(one_of(conn, members.c.member_id, member_ids))
                      .order_by(members.c.member_id).with_for_update())
+
+
+def lock_visits(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
+    """PostgreSQL: hold a transaction-scoped advisory lock on each visit key (MSH-4, PV1-19),
+    in one order, until commit. Two transactions applying events of one visit for different
+    members (a worker and a match reviewer, or two workers fed a visit number sent for two
+    patients) take turns, so the second reads the first's episode and visit index and finds the
+    conflict; without it both wrote the one episode the visit's id names, the last one winning.
+    Taken after the member locks, so no two transactions wait for each other in a cycle."""
+    if conn.dialect.name != "postgresql":
+        return
+    ids = sorted({_visit_lock_id(f, v) for f, v in keys if v})
+    if ids:
+        conn.execute(text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ids AS bigint[])) AS k"),
+                     {"ids": ids})
+
+
+def _visit_lock_id(facility_key: str, visit_number: str) -> int:
+    digest = hashlib.blake2b(f"transcare-visit|{facility_key}|{visit_number}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 # The statements run for every event, built once a dialect with bound parameters: building a

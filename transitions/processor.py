@@ -16,6 +16,7 @@ from datetime import datetime
 import orjson
 import structlog
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from schemas.adt_event import AdtEvent, AdtEventView
@@ -31,6 +32,7 @@ from transitions.episode_store import (
     BatchEpisodes,
     load_state,
     lock_members,
+    lock_visits,
     members_holding,
     open_caseload,
     save_state,
@@ -112,6 +114,8 @@ def process_batch(conn: Connection, events: Sequence[Incoming], config: Config,
     full: dict[str, AdtEvent] = {}  # the events that may be a member's, read whole
     found = {e.event_id: _match(e, given[e.event_id], identifiers, owners, candidates, born,
                                 config, full, (decided or {}).get(e.event_id)) for e in todo}
+    found.update(_decided_reviews(conn, [i for i, f in found.items()
+                                         if f is not None and f.outcome == "review" and i in full]))
     clinical = {i: clinical_event(full[i], config.rules.post_acute_facilities)
                 for i, f in found.items()
                 if f is not None and f.outcome not in ("unmatched", "review") and f.member_id}
@@ -123,6 +127,7 @@ def process_batch(conn: Connection, events: Sequence[Incoming], config: Config,
     locked = sorted({f.member_id for f in found.values() if f is not None and f.member_id}
                     | members_holding(conn, priors))
     lock_members(conn, locked)
+    lock_visits(conn, [_visit_key(ev) for ev in clinical.values()])
     if conn.dialect.name == "postgresql" and locked:
         # Read them again under the row locks: another worker or an import may have changed a
         # member (tier, raised tier, consent) since the matching read above. (SQLite: the
@@ -182,6 +187,19 @@ def _match(event: AdtEvent | AdtEventView, given: Incoming,
     full[event.event_id] = whole
     return match(identifiers[event.event_id], event_demographics(whole), owners, mine,
                  _day(whole).date(), config.policy)
+
+
+def _decided_reviews(conn: Connection, event_ids: list[str]) -> dict[str, MatchResult]:
+    """Events that would go to review but a reviewer has decided already (a review recorded
+    before reviews kept their event is decided first and its message replayed): the member
+    chosen, as a match."""
+    if not event_ids:
+        return {}
+    c = match_reviews.c
+    rows = conn.execute(select(c.event_id, c.decided_member_id).where(
+        one_of(conn, c.event_id, event_ids), c.status == "resolved", c.decided_member_id.is_not(None)))
+    return {event_id: MatchResult("matched", member, "none", 0.0, (), "decided by a match review")
+            for event_id, member in rows}
 
 
 def _whole(given: Incoming, event: AdtEvent | AdtEventView) -> AdtEvent | None:

@@ -9,7 +9,11 @@ directory) decides, in one transaction:
   its ``processed_events`` row records the outcome. A discharge held back this way still gets
   its follow-up tasks.
 - no member (``member_id`` null): the patient is not one of the program's; the event stays
-  unapplied.
+  unapplied and the review drops its copy of it (PHI; the message store keeps the message).
+
+A review recorded before reviews kept their event (migration 0007) is decided all the same:
+its ``processed_events`` row is dropped, and the message's replay applies the decision
+(``process_batch`` looks for one when matching sends an event to review).
 
 Either way the review records the decision, who made it and when. A review is decided once.
 If the chosen member cannot take the event (its visit number belongs to another member's
@@ -44,7 +48,9 @@ class ReviewError(ValueError):
 @dataclass(frozen=True)
 class Decision:
     review: dict[str, Any]  # the review row as it is now
-    outcome: str  # applied, ignored, ... (the processed_events outcome), or "not_enrolled"
+    # applied, ignored, ... (the processed_events outcome); "not_enrolled"; "replay" (a review
+    # recorded before migration 0007: applied when its message is replayed)
+    outcome: str
     episode_events: int
 
 
@@ -53,8 +59,8 @@ def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: 
     """Record the decision on review ``review_id`` (see the module's doc).
 
     Raises:
-        ReviewError: 404 no such review; 409 already decided, no stored event (a review
-            recorded before migration 0007), or the member cannot take the event; 422 ``by``
+        ReviewError: 404 no such review; 409 already decided, or the member cannot take the
+            event; 422 ``by``
             is not an active person of the staff directory, or ``member_id`` is not a member.
     """
     c = match_reviews.c
@@ -74,8 +80,11 @@ def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: 
         if member_id not in load_members(conn, [member_id]):
             raise ReviewError(422, f"member_id: {member_id!r} is not a member of the roster")
         outcome, events = _apply(conn, row, member_id, config, now)
+    # A decision that the patient is not one of the program's keeps no copy of the event
+    # (PHI): the message store has it.
+    cleared = {"event": None} if member_id is None else {}
     conn.execute(update(match_reviews).where(c.id == review_id).values(
-        status="resolved", decided_member_id=member_id, resolved_by=by, resolved_at=now))
+        status="resolved", decided_member_id=member_id, resolved_by=by, resolved_at=now, **cleared))
     decided = conn.execute(select(match_reviews).where(c.id == review_id)).mappings().one()
     return Decision(dict(decided), outcome, events)
 
@@ -83,9 +92,11 @@ def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: 
 def _apply(conn: Connection, row: Any, member_id: str, config: Config,
            now: datetime) -> tuple[str, int]:
     if not row["event"]:
-        raise ReviewError(409, f"match review {row['id']} holds no event (recorded before "
-                               "migration 0007): replay its message after adding the patient's "
-                               "identifier to the member's roster row")
+        # Recorded before reviews kept their event (migration 0007): the decision is recorded
+        # and the event's processed_events row dropped, so the message's replay applies it
+        # (process_batch finds the decision when matching sends the event to review again).
+        conn.execute(processed_events.delete().where(processed_events.c.event_id == row["event_id"]))
+        return "replay", 0
     try:
         event = AdtEvent.model_validate_json(row["event"])
     except ValidationError as exc:

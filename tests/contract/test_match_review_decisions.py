@@ -4,18 +4,22 @@ be decided is refused with a status and a reason, and writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from tests.adt_builders import adt
+from tests.contract.conftest import POSTGRES_ENV
 from tests.contract.test_transitions_processor import NOW, dump, enrol, rows, run
-from transcare.db.database import Database
-from transcare.db.tables import episodes, match_reviews, outbox, processed_events
+from transcare.db.database import Database, open_database
+from transcare.db.engine import async_url, create_engine
+from transcare.db.tables import episodes, match_reviews, metadata, outbox, processed_events
 from transitions.model import Member
-from transitions.processor import Config
+from transitions.processor import Config, process_batch
 from transitions.reviews import ReviewError, resolve_review
 
 TWIN = Member("M2", "DOE", "JANE", dt.date(1960, 1, 2), "F", "5551234567", "12345", (), "low", "C1")
@@ -105,9 +109,101 @@ async def test_a_member_whose_visit_belongs_to_another_is_refused_and_rolled_bac
     assert await dump(database) == before
 
 
-async def test_a_review_recorded_before_events_were_kept_says_what_to_do(database: Database) -> None:
+async def test_a_review_recorded_before_events_were_kept_is_applied_when_replayed(
+        database: Database) -> None:
+    """A review from before migration 0007 holds no event: the decision is recorded and the
+    event's processed_events row dropped; the message's replay then applies the decision
+    (matching still finds the two members alike). Before, the advice given was to replay, and
+    the replay skipped the event (its row said "review")."""
     admitted, _ = await held(database)
     await database.write(lambda c: c.execute(update(match_reviews).values(event=None)))
-    with pytest.raises(ReviewError) as refused:
-        await decide(database, admitted["id"], "M2")
-    assert refused.value.status == 409 and "migration 0007" in refused.value.reason
+    decision = await decide(database, admitted["id"], "M2")
+    assert (decision.outcome, decision.review["decided_member_id"]) == ("replay", "M2")
+    assert await rows(database, episodes) == []
+    replayed = await run(database, HELD[:1])  # what `transcare replay` has the worker do
+    assert dict(replayed.outcomes) == {("applied", "STMARYS"): 1}
+    (episode,) = await rows(database, episodes)
+    assert episode["member_id"] == "M2"
+
+
+async def test_not_enrolled_keeps_no_copy_of_the_event(database: Database) -> None:
+    admitted, _ = await held(database)
+    await decide(database, admitted["id"], None)
+    (review, _) = await rows(database, match_reviews, match_reviews.c.id)
+    assert review["event"] is None and review["status"] == "resolved"
+
+
+@pytest.fixture
+async def pg_database(postgres_url: str | None) -> AsyncIterator[tuple[Database, str]]:
+    """The PostgreSQL contract database alone (as ``database`` makes it), for the tests of two
+    overlapping transactions; reported as not run without TRANSCARE_TEST_POSTGRES_URL."""
+    if postgres_url is None:
+        pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
+    db = open_database(postgres_url)
+    names = ", ".join(t.name for t in metadata.sorted_tables)
+    await db.run(lambda conn: conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY")))
+    yield db, postgres_url
+    await db.dispose()
+
+
+M1_VISIT = adt("A04", "k1", mrn="1001", authority="GENHOSP", facility="STMARYS", visit="SV1",
+               message_id=5)
+
+
+async def _overlapping(database_url: str, first: Callable[[Any], Any],
+                       second: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """``first`` runs in a transaction left open while ``second`` starts in another one; then
+    ``first`` commits and ``second`` finishes (or raises) and commits."""
+    engine = create_engine(async_url(database_url))
+    one, two = await engine.connect(), await engine.connect()
+    try:
+        await one.begin()
+        done = await one.run_sync(first)
+        await two.begin()
+        later = asyncio.create_task(two.run_sync(second))
+        await asyncio.sleep(0.5)
+        waited = not later.done()
+        await one.commit()
+        try:
+            result: Any = await later
+            await two.commit()
+        except ReviewError as exc:
+            result = exc
+            await two.rollback()
+        return (done, waited), result
+    finally:
+        await one.close()
+        await two.close()
+        await engine.dispose()
+
+
+async def test_a_worker_and_a_reviewer_on_one_visit_for_two_members_take_turns(
+        pg_database: tuple[Database, str]) -> None:
+    """Regression (review), PostgreSQL: the worker applies M1's event of STMARYS/SV1 and has
+    not committed; a reviewer gives the held SV1 event to M2. Run one after the other the
+    reviewer is refused; overlapping, the reviewer overwrote M1's episode (the id comes from
+    the visit). With the visit locked the reviewer waits, then is refused. (On SQLite the
+    database's write lock makes every two writers take turns.)"""
+    database, database_url = pg_database
+    admitted, _ = await held(database)
+    (_, waited), result = await _overlapping(
+        database_url, lambda c: process_batch(c, [M1_VISIT], Config(), NOW),
+        lambda c: resolve_review(c, admitted["id"], "M2", "S1", Config(), NOW))
+    assert waited and isinstance(result, ReviewError) and result.status == 409
+    (episode,) = await rows(database, episodes)
+    assert episode["member_id"] == "M1"
+
+
+async def test_a_reviewer_then_a_worker_on_one_visit_for_two_members_take_turns(
+        pg_database: tuple[Database, str]) -> None:
+    """The other order: the reviewer's decision (M2) commits first; the worker's M1 event of
+    the same visit then finds M2's episode and goes to review, instead of taking it over."""
+    database, database_url = pg_database
+    admitted, _ = await held(database)
+    (decision, waited), worked = await _overlapping(
+        database_url, lambda c: resolve_review(c, admitted["id"], "M2", "S1", Config(), NOW),
+        lambda c: process_batch(c, [M1_VISIT], Config(), NOW))
+    assert waited and decision.outcome == "applied"
+    assert dict(worked.outcomes) == {("review", "STMARYS"): 1}
+    (episode,) = await rows(database, episodes)
+    assert episode["member_id"] == "M2"

@@ -108,24 +108,31 @@ async def test_match_reviews_list_the_ambiguous_event(client: httpx.AsyncClient)
 
 
 async def test_a_reviewer_decides_a_match_review_over_http(client: httpx.AsyncClient) -> None:
+    from structlog.testing import capture_logs
+
     (review,) = (await client.get("/api/match-reviews")).json()
     url = f"/api/match-reviews/{review['id']}/resolve"
     assert (await client.post(url, json={"by": "NOBODY", "member_id": "M3"})).status_code == 422
     assert (await client.post(url, json={"by": "S1"})).status_code == 422  # member_id: say which
     assert (await client.post("/api/match-reviews/999/resolve",
                               json={"by": "S1", "member_id": "M3"})).status_code == 404
-    decided = await client.post(url, json={"by": "S1", "member_id": "M3"})
+    before = len((await client.get("/api/episodes", params={"patient_id": "M2"})).json())
+    # The reviewer may choose a member who was no candidate (M3 and M4 were).
+    decided = await client.post(url, json={"by": "S1", "member_id": "M2"})
     assert decided.status_code == 200, decided.text
     body = decided.json()
     assert (body["outcome"], body["review"]["status"], body["review"]["decided_member_id"],
-            body["review"]["resolved_by"]) == ("applied", "resolved", "M3", "S1")
-    (episode,) = (await client.get("/api/episodes", params={"patient_id": "M3"})).json()
-    assert (episode["kind"], episode["facility"], episode["status"]) == ("ed", "STMARYS", "open")
+            body["review"]["resolved_by"]) == ("applied", "resolved", "M2", "S1")
+    after = (await client.get("/api/episodes", params={"patient_id": "M2"})).json()
+    assert len(after) == before + 1 and after[0]["facility"] == "STMARYS"
     again = await client.post(url, json={"by": "S1", "member_id": "M4"})
     assert again.status_code == 409 and "decided already" in again.json()["detail"]
     assert (await client.get("/api/match-reviews")).json() == []
-    (resolved,) = (await client.get("/api/match-reviews", params={"status": "resolved"})).json()
-    assert resolved["decided_member_id"] == "M3" and resolved["resolved_at"]
+    with capture_logs() as logs:
+        (resolved,) = (await client.get("/api/match-reviews", params={"status": "resolved"})).json()
+    assert resolved["decided_member_id"] == "M2" and resolved["resolved_at"]
+    (view,) = [e for e in logs if e["event"] == "audit.phi_view"]
+    assert view["member_ids"] == ["M2", "M3", "M4"]  # the candidates and the member decided
 
 
 async def test_views_of_episodes_and_reviews_are_audited_by_id(client: httpx.AsyncClient) -> None:

@@ -186,7 +186,8 @@ def episodes_router(db: Database, config: Config) -> APIRouter:
         result = [_review_out(r) for r in await db.run(lambda c: find_reviews(c, status, limit))]
         audit.info("audit.phi_view", endpoint="/api/match-reviews", client=_client(request),
                    review_ids=[r.id for r in result],
-                   member_ids=sorted({str(c["member_id"]) for r in result for c in r.candidates}))
+                   member_ids=sorted({str(c["member_id"]) for r in result for c in r.candidates}
+                                     | {r.decided_member_id for r in result if r.decided_member_id}))
         return result
 
     @router.post("/api/match-reviews/{review_id}/resolve", response_model=ResolvedOut,
