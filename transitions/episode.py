@@ -62,6 +62,8 @@ class Episode:
     patient_class: str = ""
     location: str = ""
     location_history: tuple[str, ...] = ()  # earlier locations, for an A12 revert
+    # before each transfer: (facility, kind, hospital_service), beside location_history
+    transfer_history: tuple[tuple[str, str, str], ...] = ()
     hospital_service: str = ""
     admission_type: str = ""
     admitted_at: datetime | None = None

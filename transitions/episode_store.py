@@ -38,7 +38,8 @@ from transitions.state import PatientState
 _COLUMNS = ("id", "member_id", "patient_identifier", "facility_key", "facility", "kind", "status",
             "patient_class", "location", "admitted_at", "discharged_at", "disposition",
             "coordinator_id", "coordinator_reason", "tier", "paused", "opted_out", "last_event_at")
-_DETAIL = ("opened_by", "visit_numbers", "location_history", "hospital_service", "admission_type",
+_DETAIL = ("opened_by", "visit_numbers", "location_history", "transfer_history", "hospital_service",
+           "admission_type",
            "discharged_to", "diagnoses", "lace", "kind_history", "close_reason", "merged_into")
 
 
@@ -190,12 +191,13 @@ def episode_from_row(row: RowMapping, flags: tuple[Flag, ...] = ()) -> Episode:
         value = detail.get(name)
         fields[name] = tuple(value or ()) if name in _TUPLES else (
             _DEFAULTS[name] if value is None else value)
+    fields["transfer_history"] = tuple(tuple(entry) for entry in fields["transfer_history"])
     cancelled = detail.get("cancelled_at")
     fields["cancelled_at"] = datetime.fromisoformat(cancelled) if cancelled else None
     return Episode(**fields, flags=flags)
 
 
-_TUPLES = {"visit_numbers", "location_history", "diagnoses", "kind_history"}
+_TUPLES = {"visit_numbers", "location_history", "transfer_history", "diagnoses", "kind_history"}
 _DEFAULTS: dict[str, Any] = {"opened_by": "", "hospital_service": "", "admission_type": "",
                              "discharged_to": "", "lace": None, "close_reason": "", "merged_into": ""}
 
@@ -209,7 +211,7 @@ def episode_row(episode: Episode, now: datetime) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
-        return list(value)
+        return [_jsonable(v) for v in value]
     if isinstance(value, Mapping):
         return dict(value)
     return value

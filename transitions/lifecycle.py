@@ -5,10 +5,10 @@ cancels, leave of absence, death (DOMAIN.md section 1). Pure handlers over a Pat
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from transitions.attribution import responsible_coordinator
-from transitions.clinical import EXPIRED_DISPOSITION, POST_ACUTE_SERVICES, PSYCH_SERVICES, ClinicalEvent
+from transitions.clinical import EXPIRED_DISPOSITION, POST_ACUTE_SERVICES, PSYCH_SERVICES, ClinicalEvent, Kind
 from transitions.episode import Episode
 from transitions.flags import DISCHARGE_FLAGS, discharge_lace, raise_flag
 from transitions.opening import open_episode
@@ -88,6 +88,7 @@ def transfer(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> 
         target, location=ev.location, facility=ev.facility, kind=kind,
         kind_history=target.kind_history + ((target.kind,) if kind != target.kind else ()),
         location_history=(*target.location_history, target.location),
+        transfer_history=(*_aligned(target), (target.facility, target.kind, target.hospital_service)),
         hospital_service=ev.hospital_service or target.hospital_service, last_event_at=ev.occurred_at))
     notify = level is not None or ev.facility != target.facility
     state.emit("PatientTransferred", episode, ev.occurred_at, "patient transferred",
@@ -204,14 +205,30 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
     if target is None or not target.is_active or not target.location_history:
         return "ignored"  # no transfer on record to cancel
     back = ev.location or target.location_history[-1]
-    history = target.location_history[:-1] if target.location_history else ()
-    if back == target.location:
+    before = _aligned(target)
+    # the facility, level of care and service before the transfer (episodes recorded before
+    # these were kept know only the location)
+    facility, kind, service = before[-1] if before else (
+        target.facility, target.kind, target.hospital_service)
+    if (back, facility, kind) == (target.location, target.facility, target.kind):
         return "duplicate"
-    episode = state.put(replace(target, location=back, location_history=history,
-                                last_event_at=ev.occurred_at))
+    kind_history = target.kind_history[:-1] if kind != target.kind and target.kind_history \
+        and target.kind_history[-1] == kind else target.kind_history
+    episode = state.put(replace(
+        target, location=back, location_history=target.location_history[:-1],
+        transfer_history=before[:-1], facility=facility, kind=cast(Kind, kind),
+        kind_history=kind_history, hospital_service=service, last_event_at=ev.occurred_at))
     state.emit("EpisodeUpdated", episode, ev.occurred_at, "transfer cancelled (A12)",
-               from_location=target.location, to_location=back, transfer_cancelled=True)
+               from_location=target.location, to_location=back, from_facility=target.facility,
+               to_facility=facility, from_kind=target.kind, to_kind=kind, transfer_cancelled=True)
     return "applied"
+
+
+def _aligned(episode: Episode) -> tuple[tuple[str, str, str], ...]:
+    """The transfer history entry by entry with the location history (empty where an episode
+    was recorded before it was kept)."""
+    history = episode.transfer_history
+    return history if len(history) == len(episode.location_history) else ()
 
 
 def cancel_discharge(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:

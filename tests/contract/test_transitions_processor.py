@@ -418,3 +418,19 @@ async def test_a_failed_row_committed_meanwhile_is_replaced(
     assert result.outcomes == {("applied", "GENHOSP"): 1}
     done = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
     assert done == {"GENHOSP|c1": "applied", "GENHOSP|c2": "applied"}
+
+
+async def test_an_a12_in_a_later_batch_reads_the_transfer_history_back(database: Database) -> None:
+    """What a transfer changed (level of care, service) is stored with the episode, so an A12
+    processed in another transaction, from the database, undoes it."""
+    await enrol(database)
+    await run(database, [adt("A01", "t1", patient_class="I", location="4W", service="MED"),
+                         adt("A02", "t2", patient_class="I", location="SNF", service="SNF",
+                             at=T0 + timedelta(hours=5))])
+    (moved,) = await rows(database, episodes)
+    assert moved["kind"] == "post_acute"
+    await run(database, [adt("A12", "t3", patient_class="I", location=None,
+                             at=T0 + timedelta(hours=6))])
+    (back,) = await rows(database, episodes)
+    assert (back["kind"], back["location"]) == ("inpatient", moved["detail"]["location_history"][0])
+    assert back["detail"]["hospital_service"] == "MED" and back["detail"]["transfer_history"] == []

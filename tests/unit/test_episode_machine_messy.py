@@ -161,6 +161,25 @@ def test_a_transfer_without_pv1_3_moves_nobody_to_another_facility() -> None:
     assert (result.only.location, result.only.facility) == ("4W^401^A", "MAIN")
 
 
+def test_a12_takes_the_patient_back_to_the_facility_and_level_of_care_before_the_transfer() -> None:
+    """Regression (review): an A12 put the location back but left the facility (an A02 to
+    another facility) and the level of care (an A02 into a skilled nursing unit)."""
+    moved = run(adt("A01", "V1", at=T0, location="4W^401^A", loc_facility="MAIN"),
+                adt("A02", "V1", at=T0 + hours(5), location="ICU^1^A", loc_facility="NORTH"),
+                adt("A12", "V1", at=T0 + hours(6), location=None))
+    assert (moved.only.location, moved.only.facility) == ("4W^401^A", "MAIN")
+    assert moved.emitted[-1][0].detail["to_facility"] == "MAIN"
+    snf = run(adt("A01", "V1", at=T0, location="4W^401^A", service="MED"),
+              adt("A02", "V1", at=T0 + hours(5), location="SNF^1^A", service="SNF"))
+    assert snf.only.kind == "post_acute"
+    snf.feed(adt("A12", "V1", at=T0 + hours(6), location=None))
+    ep = snf.only
+    assert (ep.kind, ep.hospital_service, ep.location, ep.kind_history) == (
+        "inpatient", "MED", "4W^401^A", ())
+    snf.feed(adt("A12", "V1", at=T0 + hours(7), location=None))  # nothing left to cancel
+    assert snf.last_outcome == "ignored"
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
