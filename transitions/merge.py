@@ -2,8 +2,9 @@
 
 The episodes of the prior identifiers (or of the roster member who held them) move to the
 surviving member. Two episodes that are the same stay at the same facility (overlapping in
-time) are combined into the earlier one: its visit numbers, flags and diagnoses are joined,
-the other is marked merged into it and its timeline moves over. Nothing is lost or counted
+time) are combined into the earlier one: its visit numbers, flags and diagnoses are joined, it
+takes the course of the two (the higher level of care, the later location, the end), the other
+is marked merged into it and its timeline moves over. Nothing is lost or counted
 twice. Prior identifiers nobody holds are learned for the survivor, so late messages that
 still carry them match.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from transitions.clinical import ClinicalEvent
 from transitions.episode import Episode
+from transitions.flags import DISCHARGE_FLAGS, discharge_lace
 from transitions.state import Outcome, PatientState
 
 
@@ -50,7 +53,13 @@ def _move(state: PatientState, ev: ClinicalEvent, moving: Episode) -> None:
         keep, member_id=state.member.member_id, patient_identifier=ev.patient_identifier,
         visit_numbers=tuple(dict.fromkeys(keep.visit_numbers + fold.visit_numbers)),
         flags=keep.flags + tuple(f for f in fold.flags if not keep.has_flag(f.name)),
-        diagnoses=tuple(dict.fromkeys(keep.diagnoses + fold.diagnoses))))
+        diagnoses=tuple(dict.fromkeys(keep.diagnoses + fold.diagnoses)),
+        **_combined_course(keep, fold)))
+    if kept.status == "open":
+        kept = state.put(replace(kept, lace=None,
+                                 flags=tuple(f for f in kept.flags if f.name not in DISCHARGE_FLAGS)))
+    elif kept.status == "discharged" and kept.kind != keep.kind:
+        kept = state.put(replace(kept, lace=discharge_lace(state, kept)))
     state.put(replace(fold, status="cancelled", merged_into=kept.id, member_id=kept.member_id,
                       close_reason=f"merged into {kept.id}"))
     keys = {key for key, owner in state.visits.items() if owner == fold.id}
@@ -62,6 +71,34 @@ def _move(state: PatientState, ev: ClinicalEvent, moving: Episode) -> None:
     state.emit("EpisodesMerged", kept, ev.occurred_at, "duplicate stay combined after merge",
                from_member_id=from_member, to_member_id=kept.member_id, merged_episode_id=fold.id,
                prior_identifiers=[str(i) for i in ev.prior_identifiers])
+
+
+def _combined_course(keep: Episode, fold: Episode) -> dict[str, Any]:
+    """The course of one stay known as two episodes: the higher level of care (an ED visit
+    that one registration saw become a stay is that stay), the later location, and its end:
+    expired if either closed so, open if either is still open, else the later discharge."""
+    kind = max(keep.kind, fold.kind, key=lambda k: _LEVEL.get(k, 0))
+    later = max((keep, fold), key=lambda e: (_t(e.last_event_at), _t(e.admitted_at)))
+    course: dict[str, Any] = {
+        "kind": kind, "location": later.location or keep.location,
+        "hospital_service": later.hospital_service or keep.hospital_service,
+        "kind_history": keep.kind_history + ((keep.kind,) if kind != keep.kind else ()),
+        "last_event_at": later.last_event_at or keep.last_event_at}
+    ended = [e for e in (keep, fold) if e.status == "closed"] or (
+        [] if keep.is_active or fold.is_active else
+        [max((keep, fold), key=lambda e: _t(e.discharged_at))])
+    if not ended:
+        course.update(status="open", discharged_at=None, disposition="", discharged_to="",
+                      close_reason="")
+    else:
+        end = ended[0]
+        course.update(status=end.status, discharged_at=end.discharged_at,
+                      disposition=end.disposition, discharged_to=end.discharged_to,
+                      close_reason=end.close_reason)
+    return course
+
+
+_LEVEL = {"ed": 0, "observation": 1, "inpatient": 2, "post_acute": 2}
 
 
 def _same_stay(state: PatientState, moving: Episode) -> Episode | None:

@@ -506,6 +506,30 @@ def test_merge_keeps_the_earlier_stay() -> None:
     assert state.visits == {(HOSP, "V1"): kept.id, (HOSP, "V9"): kept.id}
 
 
+@pytest.mark.parametrize("ed_discharged", [False, True], ids=["ED open", "ED discharged, 09"])
+def test_a_merge_folding_a_stay_into_an_ed_visit_keeps_the_stay(ed_discharged: bool) -> None:
+    """Regression (review): M1's ED visit and the same person's admission from it under a
+    second MRN, combined by the A40, stayed an ED visit (discharged, if the ED part was); the
+    stay's A03 then discharged it as ED, without LACE."""
+    ed = [adt("A04", "V1", cls="E", at=T0)]
+    if ed_discharged:
+        ed.append(adt("A03", "V1", cls="E", at=T0 + hours(4), disposition="09"))
+    survivor = _episodes_of(MEMBER, *ed)
+    prior = _episodes_of(PRIOR, adt("A01", "V9", cls="I", mrn="MRN2", at=T0 + hours(3)))
+    state = new_state()
+    state.episodes.update({**survivor.episodes, **prior.episodes})
+    state.visits.update({**survivor.visits, **prior.visits})
+    state.prior_members = frozenset({"M2"})
+    result = run(adt("A40", None, prior=("MRN2",), pv1=False, at=T0 + hours(8)), state=state)
+    (kept,) = state.own_episodes()
+    assert (kept.kind, kept.status, kept.kind_history, kept.discharged_at) == (
+        "inpatient", "open", ("ed",), None)
+    result.feed(adt("A03", "V9", cls="I", at=T0 + days(3), disposition="01"))
+    (kept,) = state.own_episodes()
+    assert (kept.kind, kept.status, kept.discharged_at) == ("inpatient", "discharged", T0 + days(3))
+    assert kept.lace is not None
+
+
 def test_merge_finds_episodes_by_the_prior_identifier() -> None:
     stray = _episodes_of(Member(member_id="M3", coordinator_id="C1"), adt("A04", "V5", cls="E", mrn="MRN2"))
     state = new_state()
