@@ -44,6 +44,7 @@ class ClinicalEvent:
     recorded_at: datetime  # EVN-2, else MSH-7, else receipt: when the sender recorded it
     facility_key: str  # MSH-4: the namespace of PV1-19 visit numbers
     facility: str  # PV1-3.4, else EVN-7, else MSH-4
+    location_facility: str  # PV1-3.4 only ("" when the location names no facility)
     visit_number: str | None  # PV1-19
     patient_identifier: str  # value@authority of the first PID-3 (the Kafka key)
     patient_class: str  # PV1-2 (table 0004)
@@ -76,7 +77,9 @@ def clinical_event(event: AdtEvent, post_acute_facilities: Collection[str] = ())
     return ClinicalEvent(
         event_id=event.event_id, message_id=event.message_id, trigger=trigger, action=action,
         occurred_at=clinical_time(event, action), recorded_at=_recorded_at(event),
-        facility_key=facility_key, facility=facility, visit_number=visit.visit_number,
+        facility_key=facility_key, facility=facility,
+        location_facility=(visit.location.facility if visit.location else None) or "",
+        visit_number=visit.visit_number,
         patient_identifier=_patient_identifier(event), patient_class=patient_class, kind=kind,
         location=location_text(visit.location), hospital_service=service,
         admission_type=(visit.admission_type or "").upper(), admitted_at=visit.admitted_at,

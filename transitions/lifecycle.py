@@ -204,6 +204,8 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
     history); ignored when no transfer is on record."""
     if target is None or not target.is_active or not target.location_history:
         return "ignored"  # no transfer on record to cancel
+    if _names_where_the_patient_is(target, ev):
+        return "duplicate"  # a resend of the A12 that brought the patient here
     back = ev.location or target.location_history[-1]
     before = _aligned(target)
     # the facility, level of care and service before the transfer (episodes recorded before
@@ -222,6 +224,14 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
                from_location=target.location, to_location=back, from_facility=target.facility,
                to_facility=facility, from_kind=target.kind, to_kind=kind, transfer_cancelled=True)
     return "applied"
+
+
+def _names_where_the_patient_is(episode: Episode, ev: ClinicalEvent) -> bool:
+    """The A12 names (PV1-3) the current location, and neither another facility (PV1-3.4) nor
+    another service (PV1-10): nothing is left for it to cancel."""
+    return bool(ev.location) and ev.location == episode.location \
+        and ev.location_facility in ("", episode.facility) \
+        and ev.hospital_service in ("", episode.hospital_service)
 
 
 def _aligned(episode: Episode) -> tuple[tuple[str, str, str], ...]:

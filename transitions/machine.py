@@ -57,8 +57,9 @@ def apply(state: PatientState, ev: ClinicalEvent) -> Outcome:
 def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
     """The episode an event is about: by visit key (MSH-4 plus PV1-19); without a visit
     number, the member's latest episode at the same sending facility (open ones first; for an
-    admission, not one discharged before it); with an unknown visit number, an open episode at
-    that facility that has no visit number yet."""
+    admission, not one discharged before it; for an A03 or A11, the one it ended when it is a
+    resend); with an unknown visit number, an open episode at that facility that has no visit
+    number yet."""
     if ev.visit_number:
         found = state.visits.get((ev.facility_key, ev.visit_number))
         if found is not None and found in state.episodes:
@@ -70,10 +71,24 @@ def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
         # a registration after the last visit there ended is a new visit, not a resend
         here = [e for e in here
                 if e.is_active or e.discharged_at is None or ev.occurred_at <= e.discharged_at]
+    elif ev.action in ("discharge", "cancel_admit"):
+        # a resend finds the visit it ended, not the next one still open
+        here = _ended_by(state, ev) or here
     if not here:
         return None
     return max(here, key=lambda e: (e.is_active, e.admitted_at is not None,
                                     e.admitted_at.timestamp() if e.admitted_at else 0.0))
+
+
+def _ended_by(state: PatientState, ev: ClinicalEvent) -> list[Episode]:
+    """The member's episodes at the event's facility that an A03 (by its discharge time) or an
+    A11 (by its recorded time) without a visit number already ended."""
+    mine = [e for e in state.episodes.values() if e.member_id == state.member.member_id
+            and not e.merged_into and e.facility_key == ev.facility_key]
+    if ev.action == "discharge":
+        at = ev.discharged_at or ev.occurred_at
+        return [e for e in mine if e.status in ("discharged", "closed") and e.discharged_at == at]
+    return [e for e in mine if e.status == "cancelled" and e.cancelled_at == ev.recorded_at]
 
 
 def _adopt_visit(state: PatientState, target: Episode, facility_key: str,

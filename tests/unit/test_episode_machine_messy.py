@@ -180,6 +180,62 @@ def test_a12_takes_the_patient_back_to_the_facility_and_level_of_care_before_the
     assert snf.last_outcome == "ignored"
 
 
+@pytest.mark.parametrize("second_loc_facility, a12_loc_facility, service", [
+    ("NORTH", "NORTH", None),   # the A12 names the facility it goes back to
+    ("NORTH", None, None),      # it does not (PV1-3.4 empty): MSH-4 is not a move
+    ("MAIN", "MAIN", "SNF"),    # a level-of-care change, then a move within it
+])
+def test_a_resent_a12_after_an_earlier_transfer_changed_facility_is_a_duplicate(
+        second_loc_facility: str, a12_loc_facility: str | None, service: str | None) -> None:
+    """Regression (review): 4W -> 5E (another facility or level of care) -> 6N, then an A12 back
+    to 5E sent twice: the second A12 compared the facility and level of care of the transfer
+    before (4W's) with the current ones, saw a change, and took the patient back to 4W."""
+    result = run(adt("A01", "V1", at=T0, location="4W^401^A", loc_facility="MAIN", service="MED"),
+                 adt("A02", "V1", at=T0 + hours(2), location="5E^2^A", loc_facility=second_loc_facility,
+                     service=service),
+                 adt("A02", "V1", at=T0 + hours(4), location="6N^3^A", loc_facility=second_loc_facility,
+                     service=service))
+    moved = (result.only.facility, result.only.kind)
+    a12 = dict(at=T0 + hours(6), location="5E^2^A", loc_facility=a12_loc_facility, service=service)
+    result.feed(adt("A12", "V1", **a12))  # type: ignore[arg-type]
+    assert result.last_outcome == "applied"
+    ep = result.only
+    assert (ep.location, ep.facility, ep.kind, ep.location_history) == (
+        "5E^2^A", moved[0], moved[1], ("4W^401^A",))
+    result.feed(adt("A12", "V1", **a12))  # type: ignore[arg-type]
+    assert result.last_outcome == "duplicate"
+    assert result.only == ep
+    # cancelling the remaining transfer still works, and takes back what it changed
+    result.feed(adt("A12", "V1", at=T0 + hours(7), location="4W^401^A", loc_facility="MAIN",
+                    service="MED"))
+    assert (result.last_outcome, result.only.location, result.only.facility, result.only.kind) == (
+        "applied", "4W^401^A", "MAIN", "inpatient")
+
+
+@pytest.mark.parametrize("trigger, status", [("A03", "discharged"), ("A11", "cancelled")])
+@pytest.mark.parametrize("pv1_45", [True, False])
+def test_a_resend_without_a_visit_number_leaves_the_other_open_visit_alone(
+        trigger: str, status: str, pv1_45: bool) -> None:
+    """Regression (review, resend fuzzer): two visits open at one facility, then an A03 or A11
+    without PV1-19 sent twice: the first ends the latest visit, the resend (open ones first)
+    ended the other one too."""
+    result = run(adt("A01", "V1", at=T0), adt("A04", "V2", cls="E", at=T0 + hours(1)))
+    ending = dict(at=T0 + hours(5), disposition="01" if trigger == "A03" else None,
+                  discharged=T0 + hours(5) if pv1_45 else None)
+    result.feed(adt(trigger, None, **ending))  # type: ignore[arg-type]
+    assert result.last_outcome == "applied"
+    ended = {e.visit_numbers: e.status for e in result.episodes(all_=True)}
+    assert ended == {("V1",): "open", ("V2",): status}
+    result.feed(adt(trigger, None, **ending))  # type: ignore[arg-type]
+    assert result.last_outcome == "duplicate"
+    assert {e.visit_numbers: e.status for e in result.episodes(all_=True)} == ended
+    # a later one without a visit number is about the visit still open
+    result.feed(adt(trigger, None, **dict(ending, at=T0 + hours(8),  # type: ignore[arg-type]
+                                          discharged=T0 + hours(8) if pv1_45 else None)))
+    assert result.last_outcome == "applied"
+    assert {e.status for e in result.episodes(all_=True)} == {status}
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
