@@ -245,6 +245,8 @@ def cancel_discharge(state: PatientState, ev: ClinicalEvent, target: Episode | N
     """A13: reopen the episode (not a readmission); discharge-derived flags come off."""
     if target is None or target.status not in ("discharged", "closed"):
         return "ignored" if target is None else "duplicate"
+    if ev.died and target.close_reason == "expired":
+        return "duplicate"  # an A13 that still says the patient died reopens nothing
     episode = state.put(replace(
         target, status="open", discharged_at=None, disposition="", discharged_to="", lace=None,
         close_reason="", flags=tuple(f for f in target.flags if f.name not in DISCHARGE_FLAGS),

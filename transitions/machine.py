@@ -57,8 +57,8 @@ def apply(state: PatientState, ev: ClinicalEvent) -> Outcome:
 def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
     """The episode an event is about: by visit key (MSH-4 plus PV1-19); without a visit
     number, the member's latest episode at the same sending facility (open ones first; for an
-    admission, not one discharged before it; for an A03 or A11, the one it ended when it is a
-    resend); with an unknown visit number, an open episode at that facility that has no visit
+    admission, not one discharged before it; for an A03, an A11 or a death, the one it ended
+    when it is a resend); with an unknown visit number, an open episode at that facility that has no visit
     number yet."""
     if ev.visit_number:
         found = state.visits.get((ev.facility_key, ev.visit_number))
@@ -71,7 +71,7 @@ def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
         # a registration after the last visit there ended is a new visit, not a resend
         here = [e for e in here
                 if e.is_active or e.discharged_at is None or ev.occurred_at <= e.discharged_at]
-    elif ev.action in ("discharge", "cancel_admit"):
+    if not ev.visit_number and (ev.died or ev.action in ("discharge", "cancel_admit")):
         # a resend finds the visit it ended, not the next one still open
         here = _ended_by(state, ev) or here
     if not here:
@@ -81,13 +81,15 @@ def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
 
 
 def _ended_by(state: PatientState, ev: ClinicalEvent) -> list[Episode]:
-    """The member's episodes at the event's facility that an A03 (by its discharge time) or an
-    A11 (by its recorded time) without a visit number already ended."""
+    """The member's episodes at the event's facility that an event without a visit number
+    already ended: an A03 (by its discharge time), a death (by its time) or an A11 (by its
+    recorded time)."""
     mine = [e for e in state.episodes.values() if e.member_id == state.member.member_id
             and not e.merged_into and e.facility_key == ev.facility_key]
-    if ev.action == "discharge":
+    if ev.action != "cancel_admit":
         at = ev.discharged_at or ev.occurred_at
-        return [e for e in mine if e.status in ("discharged", "closed") and e.discharged_at == at]
+        ended = ("closed",) if ev.died else ("discharged", "closed")
+        return [e for e in mine if e.status in ended and e.discharged_at == at]
     return [e for e in mine if e.status == "cancelled" and e.cancelled_at == ev.recorded_at]
 
 

@@ -643,6 +643,27 @@ def test_random_sequences_keep_the_invariants(steps: list[Step]) -> None:
     assert (again.state.episodes, again.state.changes) == (state.episodes, state.changes)
 
 
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_step, min_size=1, max_size=14), st.data())
+def test_a_resend_changes_nothing(steps: list[Step], data: st.DataObject) -> None:
+    """Any event sent again at once under a new MSH-10 is a duplicate (or ignored, as the first
+    was): the episodes are as they were. Not for an A12 without PV1-3, which cannot be told from
+    a second cancel (docs/episodes.md)."""
+    at = T0
+    result = Run(new_state())
+    for trigger, visit, cls, offset, disposition, facility, location in steps:
+        at = at + hours(offset)
+        fields = dict(cls=cls, at=at, disposition=disposition, facility=facility, location=location)
+        result.feed(adt(trigger, visit, **fields))  # type: ignore[arg-type]
+        if (trigger == "A12" and location is None) or not data.draw(st.booleans()):
+            continue
+        before = dict(result.state.episodes)
+        first = result.last_outcome
+        result.feed(adt(trigger, visit, **fields))  # type: ignore[arg-type]
+        assert result.last_outcome in {"duplicate", "ignored"}, (trigger, first, result.last_outcome)
+        assert result.state.episodes == before
+
+
 def _check_invariants(result: Run) -> None:
     state = result.state
     assert set(result.outcomes) <= {"applied", "duplicate", "ignored"}
