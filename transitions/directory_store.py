@@ -36,7 +36,11 @@ from transitions.directory import (
 from transitions.model import TIERS, Member, MemberIdentifier, Role, StaffMember, Tier
 
 T = TypeVar("T")
-ROSTER, MERGE = "roster", "merge"  # member_identifiers.source
+# member_identifiers.source: the roster import's, or learned (from a merge's prior identifiers,
+# or from a match reviewer's decision). A roster import never drops a learned identifier; it
+# may give one a reviewer taught to another member, never one a merge did.
+ROSTER, MERGE, REVIEW = "roster", "merge", "review"
+LEARNED = (MERGE, REVIEW)
 _CHUNK = 500  # values per IN (...) list
 _MEMBER_COLUMNS = ("member_id", "family_name", "given_name", "birth_date", "sex", "phone", "zip",
                    "tier", "coordinator_id", "program", "opted_out", "enrolled_from", "enrolled_to")
@@ -122,7 +126,7 @@ def _chunks(values: Iterable[T]) -> Iterator[list[T]]:
 
 def identifier_owners(conn: Connection, ids: Iterable[MemberIdentifier]) -> _Owners:
     """Who holds each of ``ids`` (normalised, see ``MemberIdentifier.of``), and from which
-    source (``roster`` or ``merge``); identifiers nobody holds are absent."""
+    source (``roster``, ``merge`` or ``review``); identifiers nobody holds are absent."""
     c = member_identifiers.c
     owners: _Owners = {}
     for batch in _chunks(ids):
@@ -138,6 +142,20 @@ def member_ids_by_identifier(conn: Connection,
                              ids: Iterable[MemberIdentifier]) -> dict[MemberIdentifier, str]:
     """The member holding each identifier (normalised, from ``MemberIdentifier.of``)."""
     return {ident: owner for ident, (owner, _) in identifier_owners(conn, ids).items()}
+
+
+def learn_identifiers(conn: Connection, member_id: str, learned: Iterable[MemberIdentifier],
+                      source: str) -> None:
+    """Identifiers nobody holds become ``member_id``'s (``source``: merge or review); those
+    someone holds stay theirs."""
+    wanted = [i for i in dict.fromkeys(learned) if i.value]
+    if not wanted:
+        return
+    held = identifier_owners(conn, wanted)
+    rows = [{"value": i.value, "authority": i.authority, "member_id": member_id, "source": source}
+            for i in wanted if i not in held]
+    if rows:
+        insert_all(conn, member_identifiers, rows)
 
 
 def load_members(conn: Connection, member_ids: Iterable[str]) -> dict[str, Member]:
@@ -215,7 +233,10 @@ def write_members(conn: Connection, rows: Sequence[Numbered[Member]],
     wanted = {m.member_id: _values(m, _MEMBER_COLUMNS) for m in accepted}
     current = _current(conn, members, "member_id", _MEMBER_COLUMNS, list(wanted))
     held = _identifiers(conn, list(wanted), ROSTER)
-    listed = {m.member_id: {i for i in m.identifiers if owners.get(i) != (m.member_id, MERGE)}
+    # identifiers the member learned stay learned ones, listed or not
+    listed = {m.member_id: {i for i in m.identifiers
+                            if not (owners.get(i, ("", ""))[0] == m.member_id
+                                    and owners[i][1] in LEARNED)}
               for m in accepted}
     changed = [k for k in wanted if current.get(k) != wanted[k] or held.get(k, set()) != listed[k]]
     upsert(conn, members, ["member_id"], [{**wanted[k], "updated_at": now} for k in changed])
@@ -257,7 +278,7 @@ def _without_conflicts(rows: Sequence[Numbered[Member]],
 def _conflict(member: Member, owners: _Owners, importing: set[str]) -> str | None:
     for ident in member.identifiers:
         owner, source = owners.get(ident, (member.member_id, ROSTER))
-        if owner != member.member_id and (source == MERGE or owner not in importing):
+        if owner != member.member_id and (source == MERGE or (source == ROSTER and owner not in importing)):
             return f"identifiers: the {ident.authority} entry already belongs to member {owner}"
     return None
 
@@ -285,6 +306,11 @@ def _replace_identifiers(conn: Connection,
     for batch in _chunks(dropped):
         conn.execute(delete(member_identifiers).where(
             pair_in(conn, c.value, c.authority, batch), c.source == ROSTER))
+    # the roster is the program's word: it takes an identifier a reviewer gave another member
+    taken = [(i.value, i.authority) for held, listed in changes.values() for i in listed - held]
+    for batch in _chunks(taken):
+        conn.execute(delete(member_identifiers).where(
+            pair_in(conn, c.value, c.authority, batch), c.source == REVIEW))
     added = [{"value": i.value, "authority": i.authority, "member_id": member_id,
               "source": ROSTER}
              for member_id, (held, listed) in changes.items() for i in sorted(listed - held)]

@@ -31,6 +31,7 @@ from transcare.db.tables import (
     outbox,
 )
 from transcare.db.upsert import insert_all, upsert
+from transitions.directory_store import MERGE, learn_identifiers
 from transitions.episode import Episode, Flag, FlagName
 from transitions.model import Member, MemberIdentifier
 from transitions.state import PatientState
@@ -253,7 +254,7 @@ def _save_member(conn: Connection, state: PatientState) -> None:
     if state.raised_tier is not None:
         conn.execute(update(members).where(members.c.member_id == state.member.member_id)
                      .values(raised_tier=state.raised_tier))
-    _learn(conn, state.member.member_id, state.learned)
+    learn_identifiers(conn, state.member.member_id, state.learned, MERGE)
 
 
 @dataclass
@@ -378,24 +379,6 @@ def _save_flags(conn: Connection, changed: Sequence[Episode]) -> None:
 
 def _detail_json(detail: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else _jsonable(v)) for k, v in detail.items()}
-
-
-def _learn(conn: Connection, member_id: str, learned: Sequence[MemberIdentifier]) -> None:
-    """Prior identifiers from a merge that nobody holds become the survivor's (source merge)."""
-    if not learned:
-        return
-    held = _holders_map(conn, learned)
-    rows = [{"value": i.value, "authority": i.authority, "member_id": member_id, "source": "merge"}
-            for i in dict.fromkeys(learned) if i not in held and i.value]
-    if rows:
-        insert_all(conn, member_identifiers, rows)
-
-
-def _holders_map(conn: Connection, ids: Sequence[MemberIdentifier]) -> set[MemberIdentifier]:
-    c = member_identifiers.c
-    query = select(c.value, c.authority).where(
-        pair_in(conn, c.value, c.authority, [(i.value, i.authority) for i in ids]))
-    return {MemberIdentifier(v, a) for v, a in conn.execute(query)}
 
 
 def open_caseload(conn: Connection) -> dict[str, int]:

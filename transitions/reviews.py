@@ -7,7 +7,9 @@ directory) decides, in one transaction:
 - a member: the event is applied to that member as if matching had found them (episode,
   timeline, coordinator, flags, and the ``transitions.episodes.v1`` events through the outbox);
   its ``processed_events`` row records the outcome. A discharge held back this way still gets
-  its follow-up tasks.
+  its follow-up tasks. The patient's identifiers (PID-3, IN1 member ids) that nobody holds
+  become the member's (``member_identifiers.source`` = ``review``), so the patient's next
+  messages match at once; other events of the patient already waiting stay for a decision.
 - no member (``member_id`` null): the patient is not one of the program's; the event stays
   unapplied and the review drops its copy of it (PHI; the message store keeps the message).
 
@@ -32,7 +34,8 @@ from sqlalchemy.engine import Connection
 
 from schemas.adt_event import AdtEvent
 from transcare.db.tables import match_reviews, processed_events
-from transitions.directory_store import load_members, load_staff
+from transitions.directory_store import REVIEW, learn_identifiers, load_members, load_staff
+from transitions.matching import event_identifiers
 from transitions.processor import Config, process_batch
 
 
@@ -109,4 +112,7 @@ def _apply(conn: Connection, row: Any, member_id: str, config: Config,
     if outcome == "review":  # the member cannot take it: roll the whole decision back
         raise ReviewError(409, f"member {member_id} cannot take this event: its visit number "
                                "belongs to another member's episode")
+    # The patient's identifiers nobody holds become the member's: the patient's next
+    # messages match at once instead of waiting for a reviewer again.
+    learn_identifiers(conn, member_id, event_identifiers(event), REVIEW)
     return outcome, result.episode_events

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,8 +18,16 @@ from tests.contract.conftest import POSTGRES_ENV
 from tests.contract.test_transitions_processor import NOW, dump, enrol, rows, run
 from transcare.db.database import Database, open_database
 from transcare.db.engine import async_url, create_engine
-from transcare.db.tables import episodes, match_reviews, metadata, outbox, processed_events
-from transitions.model import Member
+from transcare.db.tables import (
+    episodes,
+    match_reviews,
+    member_identifiers,
+    metadata,
+    outbox,
+    processed_events,
+)
+from transitions.directory_store import SqlAlchemyDirectory
+from transitions.model import Member, MemberIdentifier
 from transitions.processor import Config, process_batch
 from transitions.reviews import ReviewError, resolve_review
 
@@ -207,3 +216,35 @@ async def test_a_reviewer_then_a_worker_on_one_visit_for_two_members_take_turns(
     assert dict(worked.outcomes) == {("review", "STMARYS"): 1}
     (episode,) = await rows(database, episodes)
     assert episode["member_id"] == "M2"
+
+
+async def test_the_decision_teaches_the_patients_identifier_to_the_member(database: Database) -> None:
+    """Regression (review): a reviewer chose M2 for the patient X-1 of STMARYS, and every later
+    message of that patient waited for a reviewer again. Now the identifier is M2's (source
+    review): the next message matches at once; M2's own roster import, not listing it, keeps
+    it; the roster giving it to another member (a reviewer's mistake) is the roster's word."""
+    admitted, _ = await held(database)
+    await decide(database, admitted["id"], "M2")
+    learned = await rows(database, member_identifiers, member_identifiers.c.value)
+    assert [(r["value"], r["authority"], r["member_id"], r["source"]) for r in learned
+            if r["member_id"] == "M2"] == [("X-1", "STMARYS", "M2", "review")]
+    later = await run(database, [adt("A04", "r3", mrn="X-1", authority="STMARYS",
+                                     facility="STMARYS", visit="SV2", message_id=7)])
+    assert [o[0] for o in later.outcomes] == ["applied"]
+    assert {r["event_id"]: r["member_id"] for r in await rows(database, processed_events)
+            }["STMARYS|r3"] == "M2"
+    assert len(await rows(database, match_reviews)) == 2  # no new review
+    directory = SqlAlchemyDirectory(database, lambda: NOW)
+    x1 = MemberIdentifier("X-1", "STMARYS")
+    kept = await directory.upsert_members([replace(TWIN, phone="5559999999")])
+    assert not kept.errors and x1 in (await directory.members(["M2"]))["M2"].identifiers
+    taken = await directory.upsert_members([replace(TWIN, member_id="M3", identifiers=(x1,))])
+    assert not taken.errors
+    owners = await directory.members_by_identifiers([x1])
+    assert owners == {x1: "M3"}
+
+
+async def test_not_enrolled_teaches_nothing(database: Database) -> None:
+    admitted, _ = await held(database)
+    await decide(database, admitted["id"], None)
+    assert {r["member_id"] for r in await rows(database, member_identifiers)} == {"M1"}

@@ -142,7 +142,7 @@ member_identifiers = Table(
     Column("value", String(64), nullable=False),
     Column("authority", String(64), nullable=False, default=""),
     Column("member_id", String(64), nullable=False),
-    Column("source", String(16), nullable=False, default="roster"),  # roster | merge
+    Column("source", String(16), nullable=False, default="roster"),  # roster | merge | review
     PrimaryKeyConstraint("value", "authority", name="pk_member_identifiers"),
 )
 Index("ix_member_identifiers_member_id", member_identifiers.c.member_id)
