@@ -80,6 +80,7 @@ class Episode:
     lace: Mapping[str, Any] | None = None
     kind_history: tuple[Kind, ...] = ()  # earlier kinds (an ED visit that became a stay)
     cancelled_at: datetime | None = None  # when an A11 was recorded
+    transfer_cancelled_at: datetime | None = None  # when the last A12 was recorded
     close_reason: str = ""
     merged_into: str = ""
     last_event_at: datetime | None = None

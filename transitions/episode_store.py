@@ -193,11 +193,13 @@ def episode_from_row(row: RowMapping, flags: tuple[Flag, ...] = ()) -> Episode:
         fields[name] = tuple(value or ()) if name in _TUPLES else (
             _DEFAULTS[name] if value is None else value)
     fields["transfer_history"] = tuple(tuple(entry) for entry in fields["transfer_history"])
-    cancelled = detail.get("cancelled_at")
-    fields["cancelled_at"] = datetime.fromisoformat(cancelled) if cancelled else None
+    for name in _TIMES:
+        value = detail.get(name)
+        fields[name] = datetime.fromisoformat(value) if value else None
     return Episode(**fields, flags=flags)
 
 
+_TIMES = ("cancelled_at", "transfer_cancelled_at")  # in the detail JSON as ISO 8601
 _TUPLES = {"visit_numbers", "location_history", "transfer_history", "diagnoses", "kind_history"}
 _DEFAULTS: dict[str, Any] = {"opened_by": "", "hospital_service": "", "admission_type": "",
                              "discharged_to": "", "lace": None, "close_reason": "", "merged_into": ""}
@@ -206,7 +208,11 @@ _DEFAULTS: dict[str, Any] = {"opened_by": "", "hospital_service": "", "admission
 def episode_row(episode: Episode, now: datetime) -> dict[str, Any]:
     row = {name: getattr(episode, name) for name in _COLUMNS}
     detail = {name: _jsonable(getattr(episode, name)) for name in _DETAIL}
-    detail["cancelled_at"] = episode.cancelled_at.isoformat() if episode.cancelled_at else None
+    for name in _TIMES:
+        value = getattr(episode, name)
+        # written only when set, so an episode stored before the field existed reads the same
+        if value is not None or name == "cancelled_at":
+            detail[name] = value.isoformat() if value else None
     return {**row, "detail": detail, "updated_at": now}
 
 

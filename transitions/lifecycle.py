@@ -202,10 +202,15 @@ def _cancelled_placeholder(state: PatientState, ev: ClinicalEvent) -> Outcome:
 def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | None) -> Outcome:
     """A12: back to the location before the last recorded transfer (PV1-3 of the A12, else the
     history); ignored when no transfer is on record."""
-    if target is None or not target.is_active or not target.location_history:
+    if target is None or not target.is_active:
+        return "ignored"
+    if target.transfer_cancelled_at is not None and (_names_where_the_patient_is(target, ev) or (
+            not ev.location and ev.recorded_at == target.transfer_cancelled_at)):
+        return "duplicate"  # a resend of the A12 that brought the patient here
+    if not target.location_history:
         return "ignored"  # no transfer on record to cancel
     if _names_where_the_patient_is(target, ev):
-        return "duplicate"  # a resend of the A12 that brought the patient here
+        return "duplicate"  # nothing left for it to cancel
     back = ev.location or target.location_history[-1]
     before = _aligned(target)
     # the facility, level of care and service before the transfer (episodes recorded before
@@ -219,7 +224,8 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
     episode = state.put(replace(
         target, location=back, location_history=target.location_history[:-1],
         transfer_history=before[:-1], facility=facility, kind=cast(Kind, kind),
-        kind_history=kind_history, hospital_service=service, last_event_at=ev.occurred_at))
+        kind_history=kind_history, hospital_service=service, last_event_at=ev.occurred_at,
+        transfer_cancelled_at=ev.recorded_at))
     state.emit("EpisodeUpdated", episode, ev.occurred_at, "transfer cancelled (A12)",
                from_location=target.location, to_location=back, from_facility=target.facility,
                to_facility=facility, from_kind=target.kind, to_kind=kind, transfer_cancelled=True)

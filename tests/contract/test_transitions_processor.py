@@ -434,3 +434,10 @@ async def test_an_a12_in_a_later_batch_reads_the_transfer_history_back(database:
     (back,) = await rows(database, episodes)
     assert (back["kind"], back["location"]) == ("inpatient", moved["detail"]["location_history"][0])
     assert back["detail"]["hospital_service"] == "MED" and back["detail"]["transfer_history"] == []
+    # the same A12 resent (a new MSH-10) in a later batch: the episode keeps when the A12 was
+    # recorded, so the resend is a duplicate, not the cancel of a transfer before
+    await run(database, [adt("A12", "t4", patient_class="I", location=None,
+                             at=T0 + timedelta(hours=6))])
+    assert (await rows(database, episodes))[0]["detail"] == back["detail"]
+    outcomes = {r["event_id"]: r["outcome"] for r in await rows(database, processed_events)}
+    assert outcomes["GENHOSP|t4"] == "duplicate"

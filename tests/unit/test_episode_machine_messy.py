@@ -236,6 +236,20 @@ def test_a_resend_without_a_visit_number_leaves_the_other_open_visit_alone(
     assert {e.status for e in result.episodes(all_=True)} == {status}
 
 
+def test_an_a12_without_pv1_3_resent_is_a_duplicate_and_a_later_one_cancels_the_transfer_before(
+        ) -> None:
+    """Regression (review): an A12 without PV1-3 sent twice took the patient back two
+    transfers. A resend keeps its EVN-2/MSH-7; a later cancel is recorded later."""
+    result = run(adt("A01", "V1", at=T0, location="4W^401^A"),
+                 adt("A02", "V1", at=T0 + hours(2), location="5E^2^A"),
+                 adt("A02", "V1", at=T0 + hours(4), location="6N^3^A"))
+    for _ in range(2):
+        result.feed(adt("A12", "V1", at=T0 + hours(6), location=None))
+    assert (result.outcomes[-2:], result.only.location) == (["applied", "duplicate"], "5E^2^A")
+    result.feed(adt("A12", "V1", at=T0 + hours(7), location=None))
+    assert (result.last_outcome, result.only.location) == ("applied", "4W^401^A")
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
@@ -647,15 +661,14 @@ def test_random_sequences_keep_the_invariants(steps: list[Step]) -> None:
 @given(st.lists(_step, min_size=1, max_size=14), st.data())
 def test_a_resend_changes_nothing(steps: list[Step], data: st.DataObject) -> None:
     """Any event sent again at once under a new MSH-10 is a duplicate (or ignored, as the first
-    was): the episodes are as they were. Not for an A12 without PV1-3, which cannot be told from
-    a second cancel (docs/episodes.md)."""
+    was): the episodes are as they were."""
     at = T0
     result = Run(new_state())
     for trigger, visit, cls, offset, disposition, facility, location in steps:
         at = at + hours(offset)
         fields = dict(cls=cls, at=at, disposition=disposition, facility=facility, location=location)
         result.feed(adt(trigger, visit, **fields))  # type: ignore[arg-type]
-        if (trigger == "A12" and location is None) or not data.draw(st.booleans()):
+        if not data.draw(st.booleans()):
             continue
         before = dict(result.state.episodes)
         first = result.last_outcome
