@@ -147,8 +147,9 @@ def member_ids_by_identifier(conn: Connection,
 def learn_identifiers(conn: Connection, member_id: str, learned: Iterable[MemberIdentifier],
                       source: str) -> None:
     """Identifiers nobody holds become ``member_id``'s (``source``: merge or review); those
-    someone holds stay theirs."""
-    wanted = [i for i in dict.fromkeys(learned) if i.value]
+    someone holds stay theirs. One without an assigning authority is not learned: a bare
+    number names nobody outside the facility that sent it."""
+    wanted = [i for i in dict.fromkeys(learned) if i.value and i.authority]
     if not wanted:
         return
     held = identifier_owners(conn, wanted)

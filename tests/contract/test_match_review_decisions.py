@@ -248,3 +248,14 @@ async def test_not_enrolled_teaches_nothing(database: Database) -> None:
     admitted, _ = await held(database)
     await decide(database, admitted["id"], None)
     assert {r["member_id"] for r in await rows(database, member_identifiers)} == {"M1"}
+
+
+async def test_an_identifier_without_an_assigning_authority_is_not_learned(database: Database) -> None:
+    """A bare PID-3 value (no CX-4 or CX-6) names nobody outside its sender: learned, it would
+    match another facility's patient of the same number to the member."""
+    await enrol(database, TWIN)
+    await run(database, [adt("A04", "b1", mrn="X-2", authority="", facility="STMARYS", visit="SV3")])
+    (review,) = await rows(database, match_reviews)
+    decision = await decide(database, review["id"], "M2")
+    assert decision.outcome == "applied"
+    assert {r["member_id"] for r in await rows(database, member_identifiers)} == {"M1"}
