@@ -24,7 +24,7 @@ from transcare.db.database import Database
 from transcare.db.lists import one_of, pair_in
 from transcare.db.statistics import refresh_statistics
 from transcare.db.tables import member_identifiers, members, staff
-from transcare.db.upsert import insert_all, upsert
+from transcare.db.upsert import dialect_insert, insert_all, upsert
 from transitions.directory import (
     ImportReport,
     Numbered,
@@ -156,7 +156,9 @@ def learn_identifiers(conn: Connection, member_id: str, learned: Iterable[Member
     rows = [{"value": i.value, "authority": i.authority, "member_id": member_id, "source": source}
             for i in wanted if i not in held]
     if rows:
-        insert_all(conn, member_identifiers, rows)
+        # one another transaction learned meanwhile stays that transaction's
+        conn.execute(dialect_insert(conn, member_identifiers).on_conflict_do_nothing(
+            index_elements=["value", "authority"]), rows)
 
 
 def load_members(conn: Connection, member_ids: Iterable[str]) -> dict[str, Member]:

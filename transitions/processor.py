@@ -50,6 +50,7 @@ from transitions.model import Member, MemberIdentifier, StaffMember
 from transitions.state import Rules
 
 log = structlog.get_logger("transcare.transitions")
+VISIT_CONFLICT = "visit number belongs to another member's episode"  # a match review's reason
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ def _apply(conn: Connection, event: AdtEvent, ev: ClinicalEvent, member_id: str,
     state.staff, state.caseload, state.rules = staff, caseload, config.rules
     outcome = apply(state, ev)
     if outcome == "conflict":
-        _review(conn, event, "visit number belongs to another member's episode", [(member_id, 100.0)], now)
+        _review(conn, event, VISIT_CONFLICT, [(member_id, 100.0)], now)
         return "review"
     rows = outbox_rows(event.event_id, state.changes, state.episodes, now)
     if held is not None:

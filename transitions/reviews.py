@@ -9,7 +9,8 @@ directory) decides, in one transaction:
   its ``processed_events`` row records the outcome. A discharge held back this way still gets
   its follow-up tasks. The patient's identifiers (PID-3, IN1 member ids) that nobody holds
   become the member's (``member_identifiers.source`` = ``review``), so the patient's next
-  messages match at once; other events of the patient already waiting stay for a decision.
+  messages match at once, and its other events already waiting are matched again with this
+  one, in message order (those that match now are recorded as decided by the same reviewer).
 - no member (``member_id`` null): the patient is not one of the program's; the event stays
   unapplied and the review drops its copy of it (PHI; the message store keeps the message).
 
@@ -24,7 +25,7 @@ episode), nothing is written and the reviewer is told why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,9 +35,15 @@ from sqlalchemy.engine import Connection
 
 from schemas.adt_event import AdtEvent
 from transcare.db.tables import match_reviews, processed_events
-from transitions.directory_store import REVIEW, learn_identifiers, load_members, load_staff
+from transitions.directory_store import (
+    REVIEW,
+    identifier_owners,
+    learn_identifiers,
+    load_members,
+    load_staff,
+)
 from transitions.matching import event_identifiers
-from transitions.processor import Config, process_batch
+from transitions.processor import VISIT_CONFLICT, Config, process_batch
 
 
 class ReviewError(ValueError):
@@ -54,7 +61,9 @@ class Decision:
     # applied, ignored, ... (the processed_events outcome); "not_enrolled"; "replay" (a review
     # recorded before migration 0007: applied when its message is replayed)
     outcome: str
-    episode_events: int
+    episode_events: int  # episode events written, for this event and those in also_decided
+    # other reviews of the same patient decided with it (their events applied to the member)
+    also_decided: list[int] = field(default_factory=list)
 
 
 def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: str,
@@ -78,41 +87,77 @@ def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: 
                                f"(by {row['resolved_by'] or 'an earlier version'})")
     if not any(s.staff_id == by and s.active for s in load_staff(conn)):
         raise ReviewError(422, f"by: {by!r} is not an active person of the staff directory")
-    outcome, events = "not_enrolled", 0
+    outcome, events, also = "not_enrolled", 0, list[int]()
     if member_id is not None:
         if member_id not in load_members(conn, [member_id]):
             raise ReviewError(422, f"member_id: {member_id!r} is not a member of the roster")
-        outcome, events = _apply(conn, row, member_id, config, now)
+        outcome, events, also = _apply(conn, row, member_id, by, config, now)
     # A decision that the patient is not one of the program's keeps no copy of the event
     # (PHI): the message store has it.
     cleared = {"event": None} if member_id is None else {}
     conn.execute(update(match_reviews).where(c.id == review_id).values(
         status="resolved", decided_member_id=member_id, resolved_by=by, resolved_at=now, **cleared))
     decided = conn.execute(select(match_reviews).where(c.id == review_id)).mappings().one()
-    return Decision(dict(decided), outcome, events)
+    return Decision(dict(decided), outcome, events, also)
 
 
-def _apply(conn: Connection, row: Any, member_id: str, config: Config,
-           now: datetime) -> tuple[str, int]:
+def _apply(conn: Connection, row: Any, member_id: str, by: str, config: Config,
+           now: datetime) -> tuple[str, int, list[int]]:
     if not row["event"]:
         # Recorded before reviews kept their event (migration 0007): the decision is recorded
         # and the event's processed_events row dropped, so the message's replay applies it
         # (process_batch finds the decision when matching sends the event to review again).
         conn.execute(processed_events.delete().where(processed_events.c.event_id == row["event_id"]))
-        return "replay", 0
-    try:
-        event = AdtEvent.model_validate_json(row["event"])
-    except ValidationError as exc:
-        raise ReviewError(409, f"match review {row['id']}: the stored event is not a valid "
-                               f"AdtEvent ({exc.error_count()} errors)") from None
-    # The review's processed_events row ("review") is replaced by the decided outcome.
-    conn.execute(processed_events.delete().where(processed_events.c.event_id == event.event_id))
-    result = process_batch(conn, [event], config, now, decided={event.event_id: member_id})
-    outcome = next(iter(result.outcomes), ("skipped", ""))[0]
-    if outcome == "review":  # the member cannot take it: roll the whole decision back
-        raise ReviewError(409, f"member {member_id} cannot take this event: its visit number "
-                               "belongs to another member's episode")
+        return "replay", 0, []
+    event = _event(row)
+    if event is None:
+        raise ReviewError(409, f"match review {row['id']}: the stored event is not a valid AdtEvent")
     # The patient's identifiers nobody holds become the member's: the patient's next
-    # messages match at once instead of waiting for a reviewer again.
+    # messages match at once instead of waiting for a reviewer again, and so do the patient's
+    # events already waiting, applied with this one in message order.
     learn_identifiers(conn, member_id, event_identifiers(event), REVIEW)
-    return outcome, result.episode_events
+    waiting = _waiting_of(conn, row["id"], member_id)
+    outcome, events, also = "skipped", 0, list[int]()
+    for review_id, _, held in sorted([(row["id"], row["message_id"], event), *waiting],
+                                    key=lambda w: (w[1], w[0])):
+        # the review's processed_events row ("review") is replaced by the outcome
+        conn.execute(processed_events.delete().where(processed_events.c.event_id == held.event_id))
+        if review_id == row["id"]:
+            result = process_batch(conn, [held], config, now, decided={held.event_id: member_id})
+            outcome = next(iter(result.outcomes), ("skipped", ""))[0]
+            events += result.episode_events
+            if outcome == "review":  # the member cannot take it: roll the whole decision back
+                raise ReviewError(409, f"member {member_id} cannot take this event: its visit "
+                                       "number belongs to another member's episode")
+            continue
+        result = process_batch(conn, [held], config, now)
+        if next(iter(result.outcomes), ("review", ""))[0] == "review":
+            continue  # still not this member's alone: it waits for its own decision
+        events += result.episode_events
+        also.append(review_id)
+        conn.execute(update(match_reviews).where(match_reviews.c.id == review_id).values(
+            status="resolved", decided_member_id=member_id, resolved_by=by, resolved_at=now))
+    return outcome, events, also
+
+
+def _event(row: Any) -> AdtEvent | None:
+    try:
+        return AdtEvent.model_validate_json(row["event"])
+    except ValidationError:
+        return None
+
+
+def _waiting_of(conn: Connection, review_id: int, member_id: str) -> list[tuple[int, int, AdtEvent]]:
+    """Other reviews waiting whose event carries an identifier that is now the member's
+    (reviews of a visit number that belongs to another member's episode excepted)."""
+    c = match_reviews.c
+    query = select(c.id, c.message_id, c.event).where(
+        c.status == "pending", c.id != review_id, c.event.is_not(None), c.reason != VISIT_CONFLICT)
+    if conn.dialect.name == "postgresql":
+        # a review another reviewer is deciding now is theirs
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).mappings().all()
+    held = [(r["id"], r["message_id"], e) for r in rows if (e := _event(r)) is not None]
+    ids = {i for _, _, e in held for i in event_identifiers(e)}
+    mine = {i for i, (owner, _) in identifier_owners(conn, ids).items() if owner == member_id}
+    return [(i, m, e) for i, m, e in held if mine & set(event_identifiers(e))]

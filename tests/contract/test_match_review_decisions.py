@@ -55,11 +55,12 @@ async def test_the_chosen_member_gets_the_held_events_episode(database: Database
     assert (first.outcome, first.review["status"], first.review["decided_member_id"],
             first.review["resolved_by"]) == ("applied", "resolved", "M2", "S1")
     assert first.review["resolved_at"] is not None and first.episode_events > 0
-    second = await decide(database, discharged["id"], "M2")
+    # the patient's discharge, held back the same way, follows the decision
+    assert first.also_decided == [discharged["id"]]
     (episode,) = await rows(database, episodes)
     assert (episode["member_id"], episode["status"], episode["disposition"]) == (
         "M2", "discharged", "01")
-    assert episode["coordinator_id"] == "C1" and second.outcome == "applied"
+    assert episode["coordinator_id"] == "C1"
     done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
     assert done == {"STMARYS|r1": ("applied", "M2"), "STMARYS|r2": ("applied", "M2")}
     published = await database.run(lambda c: c.execute(select(outbox.c.payload).where(
@@ -218,6 +219,23 @@ async def test_a_reviewer_then_a_worker_on_one_visit_for_two_members_take_turns(
     assert episode["member_id"] == "M2"
 
 
+async def test_two_reviewers_deciding_one_patients_events_at_once_take_turns(
+        pg_database: tuple[Database, str]) -> None:
+    """PostgreSQL: one reviewer decides the admission (and with it the patient's discharge,
+    waiting too) and has not committed; another decides the discharge. The second waits, then
+    is told it was decided already; the stay is applied once."""
+    database, database_url = pg_database
+    admitted, discharged = await held(database)
+    (first, waited), second = await _overlapping(
+        database_url, lambda c: resolve_review(c, admitted["id"], "M2", "S1", Config(), NOW),
+        lambda c: resolve_review(c, discharged["id"], "M2", "C1", Config(), NOW))
+    assert waited and first.also_decided == [discharged["id"]]
+    assert isinstance(second, ReviewError) and second.status == 409
+    assert "decided already (by S1)" in second.reason
+    (episode,) = await rows(database, episodes)
+    assert (episode["member_id"], episode["status"]) == ("M2", "discharged")
+
+
 async def test_the_decision_teaches_the_patients_identifier_to_the_member(database: Database) -> None:
     """Regression (review): a reviewer chose M2 for the patient X-1 of STMARYS, and every later
     message of that patient waited for a reviewer again. Now the identifier is M2's (source
@@ -259,3 +277,26 @@ async def test_an_identifier_without_an_assigning_authority_is_not_learned(datab
     decision = await decide(database, review["id"], "M2")
     assert decision.outcome == "applied"
     assert {r["member_id"] for r in await rows(database, member_identifiers)} == {"M1"}
+
+
+async def test_the_patients_other_waiting_events_follow_the_decision(database: Database) -> None:
+    """Regression (review): the reviewer decided the admission and still had to decide the
+    patient's discharge, held back the same way, one by one. Once the identifier is the
+    member's, the patient's other waiting events are matched again, in message order, and
+    decided by the same reviewer; an event of another patient waits on."""
+    await enrol(database, TWIN)
+    other = adt("A04", "o1", mrn="Y-9", authority="STMARYS", facility="STMARYS", visit="SV9",
+                message_id=3)
+    await run(database, [*HELD, other])
+    admitted, discharged, stranger = await rows(database, match_reviews, match_reviews.c.id)
+    decision = await decide(database, discharged["id"], "M2")  # the later one first
+    assert decision.also_decided == [admitted["id"]]
+    now = {r["id"]: r for r in await rows(database, match_reviews)}
+    assert (now[admitted["id"]]["status"], now[admitted["id"]]["decided_member_id"],
+            now[admitted["id"]]["resolved_by"]) == ("resolved", "M2", "S1")
+    assert now[stranger["id"]]["status"] == "pending"
+    (episode,) = await rows(database, episodes)
+    assert (episode["member_id"], episode["status"], episode["admitted_at"] is not None) == (
+        "M2", "discharged", True)
+    done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
+    assert done["STMARYS|r1"] == ("applied", "M2") and done["STMARYS|o1"] == ("review", None)

@@ -123,6 +123,7 @@ async def test_a_reviewer_decides_a_match_review_over_http(client: httpx.AsyncCl
     body = decided.json()
     assert (body["outcome"], body["review"]["status"], body["review"]["decided_member_id"],
             body["review"]["resolved_by"]) == ("applied", "resolved", "M2", "S1")
+    assert body["also_decided"] == []  # the patient has no other event waiting
     after = (await client.get("/api/episodes", params={"patient_id": "M2"})).json()
     assert len(after) == before + 1 and after[0]["facility"] == "STMARYS"
     again = await client.post(url, json={"by": "S1", "member_id": "M4"})

@@ -107,6 +107,8 @@ class ResolvedOut(BaseModel):
     review: ReviewOut
     outcome: str  # what applying the event did (applied, ignored, ...), or not_enrolled
     episode_events: int
+    # other reviews of the same patient decided with this one (their events now the member's)
+    also_decided: list[int]
 
 
 def _review_out(row: dict[str, Any]) -> ReviewOut:
@@ -205,9 +207,11 @@ def episodes_router(db: Database, config: Config) -> APIRouter:
         except ReviewError as exc:
             raise HTTPException(exc.status, exc.reason) from None
         audit.info("audit.match_review_decided", client=_client(request), review_id=review_id,
-                   member_id=body.member_id, by=body.by, outcome=decision.outcome)
+                   member_id=body.member_id, by=body.by, outcome=decision.outcome,
+                   also_decided=decision.also_decided)
         return ResolvedOut(review=_review_out(decision.review), outcome=decision.outcome,
-                           episode_events=decision.episode_events)
+                           episode_events=decision.episode_events,
+                           also_decided=decision.also_decided)
 
     return router
 
