@@ -38,9 +38,9 @@ from transitions.model import TIERS, Member, MemberIdentifier, Role, StaffMember
 T = TypeVar("T")
 # member_identifiers.source: the roster import's, or learned (from a merge's prior identifiers,
 # or from a match reviewer's decision). A roster import never drops a learned identifier; it
-# may give one a reviewer taught to another member, never one a merge did.
+# takes one a reviewer taught (the member's row confirming it, or another member's row), never
+# one a merge taught.
 ROSTER, MERGE, REVIEW = "roster", "merge", "review"
-LEARNED = (MERGE, REVIEW)
 _CHUNK = 500  # values per IN (...) list
 _MEMBER_COLUMNS = ("member_id", "family_name", "given_name", "birth_date", "sex", "phone", "zip",
                    "tier", "coordinator_id", "program", "opted_out", "enrolled_from", "enrolled_to")
@@ -236,10 +236,9 @@ def write_members(conn: Connection, rows: Sequence[Numbered[Member]],
     wanted = {m.member_id: _values(m, _MEMBER_COLUMNS) for m in accepted}
     current = _current(conn, members, "member_id", _MEMBER_COLUMNS, list(wanted))
     held = _identifiers(conn, list(wanted), ROSTER)
-    # identifiers the member learned stay learned ones, listed or not
-    listed = {m.member_id: {i for i in m.identifiers
-                            if not (owners.get(i, ("", ""))[0] == m.member_id
-                                    and owners[i][1] in LEARNED)}
+    # identifiers a merge taught the member stay the merge's, listed or not; one a reviewer
+    # taught it becomes a roster identifier when its row lists it (the program confirms it)
+    listed = {m.member_id: {i for i in m.identifiers if owners.get(i) != (m.member_id, MERGE)}
               for m in accepted}
     changed = [k for k in wanted if current.get(k) != wanted[k] or held.get(k, set()) != listed[k]]
     upsert(conn, members, ["member_id"], [{**wanted[k], "updated_at": now} for k in changed])
@@ -309,7 +308,8 @@ def _replace_identifiers(conn: Connection,
     for batch in _chunks(dropped):
         conn.execute(delete(member_identifiers).where(
             pair_in(conn, c.value, c.authority, batch), c.source == ROSTER))
-    # the roster is the program's word: it takes an identifier a reviewer gave another member
+    # the roster is the program's word: it takes an identifier a reviewer taught (the member
+    # itself, confirming it, or another member)
     taken = [(i.value, i.authority) for held, listed in changes.values() for i in listed - held]
     for batch in _chunks(taken):
         conn.execute(delete(member_identifiers).where(

@@ -204,9 +204,10 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
     history); ignored when no transfer is on record."""
     if target is None or not target.is_active:
         return "ignored"
-    if target.transfer_cancelled_at is not None and (_names_where_the_patient_is(target, ev) or (
-            not ev.location and ev.recorded_at == target.transfer_cancelled_at)):
-        return "duplicate"  # a resend of the A12 that brought the patient here
+    if ev.recorded_at == target.transfer_cancelled_at:
+        return "duplicate"  # a resend of the last A12 (recorded at the same time)
+    if target.transfer_cancelled_at is not None and _names_where_the_patient_is(target, ev):
+        return "duplicate"  # a resend (new MSH-7, no EVN-2) naming where the last A12 took the patient
     if not target.location_history:
         return "ignored"  # no transfer on record to cancel
     if _names_where_the_patient_is(target, ev):
@@ -217,7 +218,8 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
     # these were kept know only the location)
     facility, kind, service = before[-1] if before else (
         target.facility, target.kind, target.hospital_service)
-    if (back, facility, kind) == (target.location, target.facility, target.kind):
+    if (back, facility, kind, service) == (
+            target.location, target.facility, target.kind, target.hospital_service):
         return "duplicate"
     kind_history = target.kind_history[:-1] if kind != target.kind and target.kind_history \
         and target.kind_history[-1] == kind else target.kind_history
@@ -234,7 +236,10 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
 
 def _names_where_the_patient_is(episode: Episode, ev: ClinicalEvent) -> bool:
     """The A12 names (PV1-3) the current location, and neither another facility (PV1-3.4) nor
-    another service (PV1-10): nothing is left for it to cancel."""
+    another service (PV1-10): nothing is left for it to cancel. An A12 naming where the last
+    transfer came from (a move within one bed: level of care, service, campus) is a cancel."""
+    if episode.location_history and ev.location == episode.location_history[-1]:
+        return False
     return bool(ev.location) and ev.location == episode.location \
         and ev.location_facility in ("", episode.facility) \
         and ev.hospital_service in ("", episode.hospital_service)

@@ -89,8 +89,15 @@ def _ended_by(state: PatientState, ev: ClinicalEvent) -> list[Episode]:
     if ev.action != "cancel_admit":
         at = ev.discharged_at or ev.occurred_at
         ended = ("closed",) if ev.died else ("discharged", "closed")
-        return [e for e in mine if e.status in ended and e.discharged_at == at]
-    return [e for e in mine if e.status == "cancelled" and e.cancelled_at == ev.recorded_at]
+        return [e for e in mine if e.status in ended and e.discharged_at == at and _same_stay(e, ev)]
+    return [e for e in mine if e.status == "cancelled" and e.cancelled_at == ev.recorded_at
+            and _same_stay(e, ev)]
+
+
+def _same_stay(episode: Episode, ev: ClinicalEvent) -> bool:
+    """The message's PV1-44, when it has one, is the episode's admission time (two visits
+    ended at one time, an end-of-shift discharge run, are told apart by it)."""
+    return ev.admitted_at is None or episode.admitted_at is None or ev.admitted_at == episode.admitted_at
 
 
 def _adopt_visit(state: PatientState, target: Episode, facility_key: str,

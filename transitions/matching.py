@@ -100,11 +100,17 @@ def event_identifiers(event: AdtEvent | AdtEventView) -> tuple[MemberIdentifier,
     PID-3 repetitions as CX-1 with CX-4 (else CX-6) as authority; then, for each IN1 with a
     member id (IN1-49, else IN1-36), one identifier per non-empty authority among IN1-2 plan id,
     IN1-3 company id and IN1-4 company name. An IN1 without any authority gives none."""
-    found = [MemberIdentifier.of(cx.value, cx.assigning_authority or cx.assigning_facility or "")
-             for cx in event.patient.identifiers]
+    found = list(patient_identifiers(event))
     for plan in event.insurance:
         found.extend(_insurance_identifiers(plan))
     return tuple(dict.fromkeys(i for i in found if i.value))
+
+
+def patient_identifiers(event: AdtEvent | AdtEventView) -> tuple[MemberIdentifier, ...]:
+    """PID-3 alone: each repetition's CX-1 with CX-4 (else CX-6) as authority, normalised (the
+    patient's own numbers; an IN1 member id may be a subscriber's, shared by a family)."""
+    return tuple(MemberIdentifier.of(cx.value, cx.assigning_authority or cx.assigning_facility or "")
+                 for cx in event.patient.identifiers)
 
 
 def _insurance_identifiers(plan: Insurance | InsuranceView) -> list[MemberIdentifier]:

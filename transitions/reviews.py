@@ -7,7 +7,7 @@ directory) decides, in one transaction:
 - a member: the event is applied to that member as if matching had found them (episode,
   timeline, coordinator, flags, and the ``transitions.episodes.v1`` events through the outbox);
   its ``processed_events`` row records the outcome. A discharge held back this way still gets
-  its follow-up tasks. The patient's identifiers (PID-3, IN1 member ids) that nobody holds
+  its follow-up tasks. The patient's identifiers (PID-3 with an authority) that nobody holds
   become the member's (``member_identifiers.source`` = ``review``), so the patient's next
   messages match at once, and its other events already waiting are matched again with this
   one, in message order (those that match now are recorded as decided by the same reviewer).
@@ -42,7 +42,7 @@ from transitions.directory_store import (
     load_members,
     load_staff,
 )
-from transitions.matching import event_identifiers
+from transitions.matching import patient_identifiers
 from transitions.processor import VISIT_CONFLICT, Config, process_batch
 
 
@@ -115,7 +115,7 @@ def _apply(conn: Connection, row: Any, member_id: str, by: str, config: Config,
     # The patient's identifiers nobody holds become the member's: the patient's next
     # messages match at once instead of waiting for a reviewer again, and so do the patient's
     # events already waiting, applied with this one in message order.
-    learn_identifiers(conn, member_id, event_identifiers(event), REVIEW)
+    learn_identifiers(conn, member_id, patient_identifiers(event), REVIEW)
     waiting = _waiting_of(conn, row["id"], member_id)
     outcome, events, also = "skipped", 0, list[int]()
     for review_id, _, held in sorted([(row["id"], row["message_id"], event), *waiting],
@@ -158,6 +158,6 @@ def _waiting_of(conn: Connection, review_id: int, member_id: str) -> list[tuple[
         query = query.with_for_update(skip_locked=True)
     rows = conn.execute(query).mappings().all()
     held = [(r["id"], r["message_id"], e) for r in rows if (e := _event(r)) is not None]
-    ids = {i for _, _, e in held for i in event_identifiers(e)}
+    ids = {i for _, _, e in held for i in patient_identifiers(e)}
     mine = {i for i, (owner, _) in identifier_owners(conn, ids).items() if owner == member_id}
-    return [(i, m, e) for i, m, e in held if mine & set(event_identifiers(e))]
+    return [(i, m, e) for i, m, e in held if mine & set(patient_identifiers(e))]

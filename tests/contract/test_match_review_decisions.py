@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text, update
 
+from schemas.adt_event import Insurance
 from tests.adt_builders import adt
 from tests.contract.conftest import POSTGRES_ENV
 from tests.contract.test_transitions_processor import NOW, dump, enrol, rows, run
@@ -300,3 +301,40 @@ async def test_the_patients_other_waiting_events_follow_the_decision(database: D
         "M2", "discharged", True)
     done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
     assert done["STMARYS|r1"] == ("applied", "M2") and done["STMARYS|o1"] == ("review", None)
+
+
+async def test_the_members_roster_row_confirming_a_learned_identifier_makes_it_the_rosters(
+        database: Database) -> None:
+    """Regression (review): M2's own row listing the identifier a decision taught it left it a
+    reviewer's, so a later file giving it to M3 took it silently (and M2's next import was
+    refused): the result depended on the order of the files."""
+    admitted, _ = await held(database)
+    await decide(database, admitted["id"], "M2")
+    directory = SqlAlchemyDirectory(database, lambda: NOW)
+    x1 = MemberIdentifier("X-1", "STMARYS")
+    assert not (await directory.upsert_members([replace(TWIN, identifiers=(x1,))])).errors
+    sources = {(r["value"], r["member_id"]): r["source"] for r in await rows(database, member_identifiers)}
+    assert sources[("X-1", "M2")] == "roster"
+    other = await directory.upsert_members([replace(TWIN, member_id="M3", identifiers=(x1,))])
+    assert [e.reason for e in other.errors] == [
+        "identifiers: the STMARYS entry already belongs to member M2"]
+    assert await directory.members_by_identifiers([x1]) == {x1: "M2"}
+
+
+async def test_an_insurance_member_id_is_not_learned(database: Database) -> None:
+    """Regression (review): IN1-36/49 is often the subscriber's number, shared by a family.
+    Learned from a decision, it matched the member's spouse (not enrolled, another name and
+    birth date) at 100 and opened an episode for the member."""
+    policy = (Insurance(plan_id="AETNA", member_id="W555"),)
+    await enrol(database, TWIN)
+    held_event = adt("A04", "i1", mrn="X-9", authority="STMARYS", facility="STMARYS", visit="SV9")
+    await run(database, [held_event.model_copy(update={"insurance": policy})])
+    (review,) = await rows(database, match_reviews)
+    await decide(database, review["id"], "M2")
+    learned = {(r["value"], r["authority"]) for r in await rows(database, member_identifiers)
+               if r["member_id"] == "M2"}
+    assert learned == {("X-9", "STMARYS")}
+    spouse = adt("A04", "s1", mrn="X-77", authority="STMARYS", facility="STMARYS", visit="SV77",
+                 given="JOHN", birth_date=dt.date(1958, 6, 7), sex="M", phone=None, zip_code=None)
+    await run(database, [spouse.model_copy(update={"insurance": policy})])
+    assert [r["member_id"] for r in await rows(database, episodes)] == ["M2"]

@@ -250,6 +250,55 @@ def test_an_a12_without_pv1_3_resent_is_a_duplicate_and_a_later_one_cancels_the_
     assert (result.last_outcome, result.only.location) == ("applied", "4W^401^A")
 
 
+def test_genuine_a12_of_an_in_place_level_of_care_change_without_pv1_10() -> None:
+    """Regression (review): swing bed: an A02 keeps PV1-3 4W^401^A but PV1-10 goes MED -> SWG
+    (post-acute). The A12 cancelling it names the location before (the same 4W^401^A) and, as
+    minimal A12s do, no PV1-10: it was taken for a resend (`duplicate`)."""
+    r = run(adt("A01", "V1", at=T0, location="4W^401^A", service="MED"),
+            adt("A02", "V1", at=T0 + hours(5), location="4W^401^A", service="SWG"))
+    assert r.only.kind == "post_acute" and r.only.location_history == ("4W^401^A",)
+    r.feed(adt("A12", "V1", at=T0 + hours(6), location="4W^401^A"))
+    assert r.last_outcome == "applied", r.last_outcome
+    assert (r.only.kind, r.only.hospital_service) == ("inpatient", "MED")
+
+
+def test_genuine_a12_of_a_facility_only_move_without_pv1_3_4() -> None:
+    """Regression (review): an A02 to the same unit name at another campus (PV1-3.4 MAIN ->
+    NORTH); the A12 names PV1-3 ED^1^A without PV1-3.4: it was taken for a resend."""
+    r = run(adt("A01", "V1", at=T0, location="ED^1^A", loc_facility="MAIN"),
+            adt("A02", "V1", at=T0 + hours(5), location="ED^1^A", loc_facility="NORTH"))
+    assert r.only.facility == "NORTH"
+    r.feed(adt("A12", "V1", at=T0 + hours(6), location="ED^1^A"))
+    assert r.last_outcome == "applied", r.last_outcome
+    assert r.only.facility == "MAIN"
+
+
+def test_a_second_a03_without_pv1_19_for_another_visit_at_the_same_time() -> None:
+    """Regression (review): two visits open at HOSP (inpatient V1 admitted T0, ED V2 registered T0+1h). An
+    end-of-shift job discharges both at T0+5h, both A03s without PV1-19 (the ED one PV1-2 E,
+    PV1-44 T0+1h; the inpatient one PV1-2 I, PV1-44 T0). The second is a different visit (other
+    class, other PV1-44, other disposition is not needed) but _ended_by finds the ED visit just
+    discharged at that time: `duplicate`, V1 stays open."""
+    r = run(adt("A01", "V1", at=T0), adt("A04", "V2", cls="E", at=T0 + hours(1)))
+    r.feed(adt("A03", None, cls="E", at=T0 + hours(5), admitted=T0 + hours(1), disposition="01"))
+    r.feed(adt("A03", None, cls="I", at=T0 + hours(5), admitted=T0, disposition="01"))
+    assert r.outcomes[-2:] == ["applied", "applied"], r.outcomes
+    assert {e.visit_numbers: e.status for e in r.episodes(all_=True)} == {
+        ("V1",): "discharged", ("V2",): "discharged"}
+
+
+def test_an_a12_of_an_in_place_move_into_psych_takes_the_service_back() -> None:
+    """Regression (review): A02 in the same bed from MED to PSY (the kind stays inpatient),
+    then an A12 naming the bed and MED: the A12 compared location, facility and kind only,
+    found them alike and left the service at PSY."""
+    r = run(adt("A01", "V1", at=T0, location="4W^401^A", service="MED"),
+            adt("A02", "V1", at=T0 + hours(5), location="4W^401^A", service="PSY"))
+    r.feed(adt("A12", "V1", at=T0 + hours(6), location="4W^401^A", service="MED"))
+    assert (r.last_outcome, r.only.hospital_service, r.only.location_history) == ("applied", "MED", ())
+    r.feed(adt("A12", "V1", at=T0 + hours(6), location="4W^401^A", service="MED"))  # resent
+    assert r.last_outcome == "duplicate"
+
+
 def test_resent_discharge_is_a_duplicate() -> None:
     a03 = dict(at=T0 + days(2), disposition="01", diagnoses=("I10",))
     result = run(adt("A01"), adt("A03", control_id="D1", **a03),  # type: ignore[arg-type]
