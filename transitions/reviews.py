@@ -121,6 +121,7 @@ def _apply(conn: Connection, row: Any, member_id: str, by: str, config: Config,
     for review_id, _, held in sorted([(row["id"], row["message_id"], event), *waiting],
                                     key=lambda w: (w[1], w[0])):
         # the review's processed_events row ("review") is replaced by the outcome
+        savepoint = conn.begin_nested()
         conn.execute(processed_events.delete().where(processed_events.c.event_id == held.event_id))
         if review_id == row["id"]:
             result = process_batch(conn, [held], config, now, decided={held.event_id: member_id})
@@ -129,10 +130,15 @@ def _apply(conn: Connection, row: Any, member_id: str, by: str, config: Config,
             if outcome == "review":  # the member cannot take it: roll the whole decision back
                 raise ReviewError(409, f"member {member_id} cannot take this event: its visit "
                                        "number belongs to another member's episode")
+            savepoint.commit()
             continue
         result = process_batch(conn, [held], config, now)
-        if next(iter(result.outcomes), ("review", ""))[0] == "review":
-            continue  # still not this member's alone: it waits for its own decision
+        if _member_of(conn, held.event_id) != member_id:
+            # still not this member's alone (review), or not the member's on its date
+            # (unmatched): undone, it waits for its own decision
+            savepoint.rollback()
+            continue
+        savepoint.commit()
         events += result.episode_events
         also.append(review_id)
         conn.execute(update(match_reviews).where(match_reviews.c.id == review_id).values(
@@ -147,17 +153,28 @@ def _event(row: Any) -> AdtEvent | None:
         return None
 
 
+def _member_of(conn: Connection, event_id: str) -> str | None:
+    """The member an event was applied to (its processed_events row), None if none."""
+    c = processed_events.c
+    row = conn.execute(select(c.outcome, c.member_id).where(c.event_id == event_id)).first()
+    return row.member_id if row is not None and row.outcome not in ("review", "unmatched") else None
+
+
 def _waiting_of(conn: Connection, review_id: int, member_id: str) -> list[tuple[int, int, AdtEvent]]:
     """Other reviews waiting whose event carries an identifier that is now the member's
     (reviews of a visit number that belongs to another member's episode excepted)."""
     c = match_reviews.c
-    query = select(c.id, c.message_id, c.event).where(
-        c.status == "pending", c.id != review_id, c.event.is_not(None), c.reason != VISIT_CONFLICT)
-    if conn.dialect.name == "postgresql":
-        # a review another reviewer is deciding now is theirs
-        query = query.with_for_update(skip_locked=True)
-    rows = conn.execute(query).mappings().all()
+    rows = conn.execute(select(c.id, c.message_id, c.event).where(
+        c.status == "pending", c.id != review_id, c.event.is_not(None),
+        c.reason != VISIT_CONFLICT)).mappings().all()
     held = [(r["id"], r["message_id"], e) for r in rows if (e := _event(r)) is not None]
     ids = {i for _, _, e in held for i in patient_identifiers(e)}
     mine = {i for i, (owner, _) in identifier_owners(conn, ids).items() if owner == member_id}
-    return [(i, m, e) for i, m, e in held if mine & set(patient_identifiers(e))]
+    waiting = [(i, m, e) for i, m, e in held if mine & set(patient_identifiers(e))]
+    if waiting and conn.dialect.name == "postgresql":
+        # only these are locked; one another reviewer is deciding now is theirs
+        locked = set(conn.execute(select(c.id).where(
+            c.id.in_([i for i, _, _ in waiting]), c.status == "pending").with_for_update(
+            skip_locked=True)).scalars())
+        waiting = [w for w in waiting if w[0] in locked]
+    return waiting

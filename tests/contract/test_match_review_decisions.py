@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from schemas.adt_event import Insurance
-from tests.adt_builders import adt
+from tests.adt_builders import T0, adt
 from tests.contract.conftest import POSTGRES_ENV
 from tests.contract.test_transitions_processor import NOW, dump, enrol, rows, run
 from transcare.db.database import Database, open_database
@@ -338,3 +338,20 @@ async def test_an_insurance_member_id_is_not_learned(database: Database) -> None
                  given="JOHN", birth_date=dt.date(1958, 6, 7), sex="M", phone=None, zip_code=None)
     await run(database, [spouse.model_copy(update={"insurance": policy})])
     assert [r["member_id"] for r in await rows(database, episodes)] == ["M2"]
+
+
+async def test_a_waiting_event_not_the_members_on_its_date_waits_on(database: Database) -> None:
+    """Regression (review): M2's enrolment ended before the held discharge. Deciding the
+    admission matched the discharge again ("not enrolled on the event date": unmatched), and
+    its review was marked decided for M2 though nothing was applied: it left the queue unseen.
+    Now it is undone and waits, with its processed_events row as it was."""
+    await enrol(database, replace(TWIN, enrolled_to=dt.date(2026, 3, 3)))
+    late = adt("A03", "r2", mrn="X-1", authority="STMARYS", facility="STMARYS", visit="SV1",
+               disposition="01", at=T0 + dt.timedelta(days=5), message_id=2)
+    await run(database, [HELD[0], late])
+    admitted, discharged = await rows(database, match_reviews, match_reviews.c.id)
+    decision = await decide(database, admitted["id"], "M2")
+    done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
+    review = {r["id"]: r for r in await rows(database, match_reviews)}[discharged["id"]]
+    assert done["STMARYS|r2"] == ("review", None)
+    assert decision.also_decided == [] and review["status"] == "pending"
