@@ -210,9 +210,7 @@ def episode_row(episode: Episode, now: datetime) -> dict[str, Any]:
     detail = {name: _jsonable(getattr(episode, name)) for name in _DETAIL}
     for name in _TIMES:
         value = getattr(episode, name)
-        # written only when set, so an episode stored before the field existed reads the same
-        if value is not None or name == "cancelled_at":
-            detail[name] = value.isoformat() if value else None
+        detail[name] = value.isoformat() if value else None
     return {**row, "detail": detail, "updated_at": now}
 
 

@@ -204,14 +204,13 @@ def cancel_transfer(state: PatientState, ev: ClinicalEvent, target: Episode | No
     history); ignored when no transfer is on record."""
     if target is None or not target.is_active:
         return "ignored"
-    if ev.recorded_at == target.transfer_cancelled_at:
-        return "duplicate"  # a resend of the last A12 (recorded at the same time)
-    if target.transfer_cancelled_at is not None and _names_where_the_patient_is(target, ev):
-        return "duplicate"  # a resend (new MSH-7, no EVN-2) naming where the last A12 took the patient
+    if (target.location_history or target.transfer_cancelled_at is not None) and (
+            ev.recorded_at == target.transfer_cancelled_at or _names_where_the_patient_is(target, ev)):
+        # a resend of the last A12 (recorded at the same time, or naming where it took the
+        # patient), or nothing left to cancel
+        return "duplicate"
     if not target.location_history:
         return "ignored"  # no transfer on record to cancel
-    if _names_where_the_patient_is(target, ev):
-        return "duplicate"  # nothing left for it to cancel
     back = ev.location or target.location_history[-1]
     before = _aligned(target)
     # the facility, level of care and service before the transfer (episodes recorded before

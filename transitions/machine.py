@@ -58,8 +58,8 @@ def find_target(state: PatientState, ev: ClinicalEvent) -> Episode | None:
     """The episode an event is about: by visit key (MSH-4 plus PV1-19); without a visit
     number, the member's latest episode at the same sending facility (open ones first; for an
     admission, not one discharged before it; for an A03, an A11 or a death, the one it ended
-    when it is a resend); with an unknown visit number, an open episode at that facility that has no visit
-    number yet."""
+    when it is a resend); with an unknown visit number, an open episode at that facility that
+    has no visit number yet."""
     if ev.visit_number:
         found = state.visits.get((ev.facility_key, ev.visit_number))
         if found is not None and found in state.episodes:
