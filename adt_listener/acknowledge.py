@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,9 +69,11 @@ class Responder:
         return [f.encode(verdict.codec, "replace") for f in frames]
 
     def respond_nowait(self, payload: bytes, peer: str,
-                       reply: Callable[[list[bytes] | BaseException], None]) -> None:
+                       reply: Callable[[list[bytes] | BaseException], None],
+                       source: Hashable | None = None) -> None:
         """The hot path for a single message: judge it now, and once it is committed call
-        ``reply`` with the ACK frames (or the store's error: then no ACK may be sent)."""
+        ``reply`` with the ACK frames (or the store's error: then no ACK may be sent).
+        ``source`` names the connection (see :class:`StoreWriter`'s gathering)."""
         verdict = self._policy(inspect(payload), peer)
         item = self._item(payload, verdict, peer)
 
@@ -83,7 +85,7 @@ class Responder:
             reply([f.encode(verdict.codec, "replace")
                    for f in result.ack.split(ACK_SEPARATOR)])
 
-        self._writer.submit_nowait(item, done)
+        self._writer.submit_nowait(item, done, source)
 
     async def _store(self, raw: bytes, verdict: Verdict, peer: str) -> list[str]:
         result = await self._writer.submit(self._item(raw, verdict, peer))

@@ -67,7 +67,8 @@ async def start_listener(settings: Settings,
         return await KafkaPublisher(settings.bootstrap, settings.kafka_idempotence).start()
 
     relay = Relay(store, connect or kafka, republish_after_s=settings.effective_republish_after)
-    writer = StoreWriter(store, on_commit=relay.handoff)
+    writer = StoreWriter(store, on_commit=relay.handoff,
+                         gather_s=settings.listener_gather_ms / 1000)
     writer.start()
     limits = ServerLimits(settings.max_message_bytes, settings.idle_timeout_s,
                           settings.max_connections)

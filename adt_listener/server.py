@@ -96,7 +96,7 @@ class MllpConnection(asyncio.Protocol):
                 self._write(result, started)
             self._apply_backpressure()
 
-        self._server.responder.respond_nowait(frame.payload, self.peer, reply)
+        self._server.responder.respond_nowait(frame.payload, self.peer, reply, self.id)
 
     def _apply_backpressure(self) -> None:
         queued = len(self._pending) + self._in_flight

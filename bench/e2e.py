@@ -117,6 +117,7 @@ class Options:
     keep: bool = False
     quick: bool = False
     seed: int = 11
+    listener_gather_ms: float | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -154,6 +155,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="run the worker process itself with every thread under cProfile "
                         "(CPU time per thread); its figures are then slower than normal, so "
                         "use a separate run; summarised by area and function")
+    p.add_argument("--listener-gather-ms", type=float, default=None,
+                   help="the listener's group-commit wait (TRANSCARE_LISTENER_GATHER_MS; "
+                        "default: "
+                        "the service's default, 1 ms; 0 turns gathering off)")
     p.add_argument("--keep", action="store_true",
                    help="keep the temp data dir and logs (and the PostgreSQL database)")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
@@ -163,7 +168,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    database_url=a.database_url, max_phase_seconds=a.max_phase_seconds,
                    profile=a.profile, profile_batch=max(1, a.profile_batch),
                    profile_worker=a.profile_worker, keep=a.keep,
-                   quick=a.quick)
+                   quick=a.quick, listener_gather_ms=a.listener_gather_ms)
     if a.quick:
         opts.messages, opts.echo_messages, opts.seconds = 3_000, 8_000, 5.0
     if a.messages is not None:
@@ -848,8 +853,8 @@ class Worker:
         return self.exit_code
 
 
-def service_env(data_dir: Path, bootstrap: str, database_url: str, run_id: str
-                ) -> dict[str, str]:
+def service_env(data_dir: Path, bootstrap: str, database_url: str, run_id: str,
+                gather_ms: float | None = None) -> dict[str, str]:
     """Like tests/conftest.py service_env: short consumer-group timeouts, own group."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSCARE_")}
     env.update({
@@ -863,6 +868,8 @@ def service_env(data_dir: Path, bootstrap: str, database_url: str, run_id: str
     })
     if database_url:
         env["TRANSCARE_DATABASE_URL"] = database_url
+    if gather_ms is not None:
+        env["TRANSCARE_LISTENER_GATHER_MS"] = f"{gather_ms:g}"
     return env
 
 
@@ -1806,7 +1813,8 @@ def run(opts: Options) -> Report:
             pg_dsn = None
         say("starting the embedded broker, migrating, loading the roster")
         broker.start()
-        env = service_env(data_dir, broker.bootstrap, database_url, run_id)
+        env = service_env(data_dir, broker.bootstrap, database_url, run_id,
+                          opts.listener_gather_ms)
         db_upgrade(env)
         asyncio.run(enrol(database_url or f"sqlite:///{sqlite_path}", members))
         if opts.split:

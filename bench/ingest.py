@@ -83,6 +83,7 @@ class Options:
     max_phase_seconds: float = 60.0
     keep: bool = False
     quick: bool = False
+    listener_gather_ms: float | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -103,12 +104,16 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                         "fresh SQLite file; its messages rows are deleted first")
     p.add_argument("--max-phase-seconds", type=float, default=60.0,
                    help="stop any load phase after this long (default 60)")
+    p.add_argument("--listener-gather-ms", type=float, default=None,
+                   help="the listener's group-commit wait (TRANSCARE_LISTENER_GATHER_MS; "
+                        "default: "
+                        "the service's default, 1 ms; 0 turns gathering off)")
     p.add_argument("--keep", action="store_true", help="keep the temp data dir and logs")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run (~20 s)")
     a = p.parse_args(argv)
     opts = Options(rate=a.rate, soak=a.soak, soak_every=max(1, a.soak_every),
                    database_url=a.database_url, max_phase_seconds=a.max_phase_seconds,
-                   keep=a.keep, quick=a.quick)
+                   keep=a.keep, quick=a.quick, listener_gather_ms=a.listener_gather_ms)
     if a.quick:
         opts.messages, opts.echo_messages, opts.seconds = 3_000, 8_000, 3.0
     if a.messages is not None:
@@ -168,12 +173,15 @@ def transcare_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "transcare.cli"]
 
 
-def listener_env(data_dir: Path, bootstrap: str, database_url: str) -> dict[str, str]:
+def listener_env(data_dir: Path, bootstrap: str, database_url: str,
+                 gather_ms: float | None = None) -> dict[str, str]:
     """A clean environment: no inherited TRANSCARE_* settings, only the benchmark's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSCARE_")}
     env.update({"TRANSCARE_DATA_DIR": str(data_dir), "TRANSCARE_KAFKA_BOOTSTRAP": bootstrap})
     if database_url:
         env["TRANSCARE_DATABASE_URL"] = database_url
+    if gather_ms is not None:
+        env["TRANSCARE_LISTENER_GATHER_MS"] = f"{gather_ms:g}"
     return env
 
 
@@ -497,7 +505,8 @@ def run(opts: Options) -> Report:
     try:
         say("starting the embedded broker, migrating, starting the listener")
         broker.start()
-        env = listener_env(data_dir, broker.bootstrap, opts.database_url)
+        env = listener_env(data_dir, broker.bootstrap, opts.database_url,
+                           opts.listener_gather_ms)
         db_upgrade(env)
         table = MessageTable(data_dir, opts.database_url)
         if opts.database_url:

@@ -22,6 +22,11 @@ ACK_LATENCY = Histogram(
     "transcare_ack_latency_seconds", "From a complete frame to its ACK written",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+STORE_BATCH = Histogram(
+    "transcare_listener_store_batch_messages",
+    "Messages committed in one listener store transaction (group commit)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 FRAMING_ERRORS = Counter(
     "transcare_framing_errors_total", "MLLP framing problems (junk, oversize, partial frame)",
     ["kind"],

@@ -52,6 +52,8 @@ class Settings:
     max_message_bytes: int = 1 << 20
     idle_timeout_s: float = 300.0
     max_connections: int = 500
+    # How long a store batch may wait for busy connections' next messages (docs/configuration.md).
+    listener_gather_ms: float = 1.0
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
@@ -238,6 +240,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "TRANSCARE_MAX_MESSAGE_BYTES": ("max_message_bytes", int),
     "TRANSCARE_IDLE_TIMEOUT": ("idle_timeout_s", float),
     "TRANSCARE_MAX_CONNECTIONS": ("max_connections", int),
+    "TRANSCARE_LISTENER_GATHER_MS": ("listener_gather_ms", float),
     "TRANSCARE_TLS_CERT": ("tls_cert", str),
     "TRANSCARE_TLS_KEY": ("tls_key", str),
     "TRANSCARE_TLS_CLIENT_CA": ("tls_client_ca", str),
@@ -368,6 +371,10 @@ def _check_ranges(settings: Settings) -> None:
             f"TRANSCARE_FREQUENT_ED_THRESHOLD (frequent_ed_threshold) = "
             f"{settings.frequent_ed_threshold}: expected 2 or more (the Nth ED visit within "
             "12 months raises frequent_ed; 1 would flag every visit)")
+    if not 0 <= settings.listener_gather_ms <= 20:
+        raise SettingsError(
+            f"TRANSCARE_LISTENER_GATHER_MS (listener_gather_ms) = {settings.listener_gather_ms:g}: "
+            "expected milliseconds from 0 (no gathering) to 20")
     for var, name, value in (("TRANSCARE_STALE_ED_HOURS", "stale_ed_hours", settings.stale_ed_hours),
                              ("TRANSCARE_STALE_INPATIENT_DAYS", "stale_inpatient_days",
                               settings.stale_inpatient_days)):

@@ -55,6 +55,10 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         ("", {"TRANSCARE_FREQUENT_ED_THRESHOLD": "-3"}, "TRANSCARE_FREQUENT_ED_THRESHOLD.*2 or more"),
         ("", {"TRANSCARE_STALE_ED_HOURS": "0"}, "TRANSCARE_STALE_ED_HOURS.*above 0"),
         ("", {"TRANSCARE_STALE_INPATIENT_DAYS": "-1"}, "TRANSCARE_STALE_INPATIENT_DAYS.*above 0"),
+        ("", {"TRANSCARE_LISTENER_GATHER_MS": "-1"}, "TRANSCARE_LISTENER_GATHER_MS.*= -1.*0"),
+        ("[listener]\nlisten_gather = 1\n", {}, "listen_gather"),
+        ("[listener]\nlistener_gather_ms = 50\n", {}, "listener_gather_ms.*= 50.*to 20"),
+        ("", {"TRANSCARE_LISTENER_GATHER_MS": "soon"}, "TRANSCARE_LISTENER_GATHER_MS"),
     ],
 )
 def test_bad_values_are_reported_by_name(tmp_path: Path, toml: str, env: dict[str, str],
