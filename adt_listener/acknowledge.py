@@ -58,14 +58,16 @@ class Responder:
         :meth:`respond_nowait`."""
         return isinstance(event, FrameTooLarge) or is_batch(event.payload)
 
-    async def respond(self, event: Frame | FrameTooLarge, peer: str) -> list[bytes]:
-        """The reply frames' payloads, once every message of the frame is committed."""
+    async def respond(self, event: Frame | FrameTooLarge, peer: str,
+                      source: Hashable | None = None) -> list[bytes]:
+        """The reply frames' payloads, once every message of the frame is committed.
+        ``source`` names the connection (see :class:`StoreWriter`'s gathering)."""
         if isinstance(event, FrameTooLarge):
-            return [await self._oversize(event, peer)]
+            return [await self._oversize(event, peer, source)]
         if is_batch(event.payload):
-            return [await self._batch(event.payload, peer)]
+            return [await self._batch(event.payload, peer, source)]
         verdict = self._policy(inspect(event.payload), peer)
-        frames = await self._store(event.payload, verdict, peer)
+        frames = await self._store(event.payload, verdict, peer, source)
         return [f.encode(verdict.codec, "replace") for f in frames]
 
     def respond_nowait(self, payload: bytes, peer: str,
@@ -87,8 +89,9 @@ class Responder:
 
         self._writer.submit_nowait(item, done, source)
 
-    async def _store(self, raw: bytes, verdict: Verdict, peer: str) -> list[str]:
-        result = await self._writer.submit(self._item(raw, verdict, peer))
+    async def _store(self, raw: bytes, verdict: Verdict, peer: str,
+                     source: Hashable | None = None) -> list[str]:
+        result = await self._writer.submit(self._item(raw, verdict, peer), source)
         self._count(verdict, result.duplicate)
         return result.ack.split(ACK_SEPARATOR)
 
@@ -133,18 +136,18 @@ class Responder:
                              f"facility {verdict.sending_facility}")
         return verdict
 
-    async def _batch(self, payload: bytes, peer: str) -> bytes:
+    async def _batch(self, payload: bytes, peer: str, source: Hashable | None = None) -> bytes:
         batch = split_batch(payload)
         if batch.stray or not batch.messages:
             error = AckError(ErrorLocation("BHS"), 100, "batch contains no MSH message"
                              if not batch.messages else "segments before the first MSH")
             verdict = Verdict("AR", error, EchoHeader())
-            rejected = await self._store(payload, verdict, peer)
+            rejected = await self._store(payload, verdict, peer, source)
             return "".join(rejected).encode("ascii", "replace")
         verdicts = [self._policy(inspect(raw), peer)._replace(accept_ack="", application_ack="")
                     for raw in batch.messages]
         # Submitted together (in order) so the whole batch shares group commits.
-        acks = await asyncio.gather(*(self._store(raw, verdict, peer)
+        acks = await asyncio.gather(*(self._store(raw, verdict, peer, source)
                                       for raw, verdict in zip(batch.messages, verdicts,
                                                               strict=True)))
         body = "".join(frame for frames in acks for frame in frames)
@@ -152,11 +155,12 @@ class Responder:
         reply = f"BHS{sep}{encoding}\r{body}BTS{sep}{len(batch.messages)}\r"
         return reply.encode(verdicts[0].codec, "replace")
 
-    async def _oversize(self, event: FrameTooLarge, peer: str) -> bytes:
+    async def _oversize(self, event: FrameTooLarge, peer: str,
+                        source: Hashable | None = None) -> bytes:
         reason = f"message of {event.size_seen} bytes exceeds the listener's maximum size"
         verdict = refused(event.head, AckError(ErrorLocation("MSH"), 100, reason))
         log.warning("mllp.frame_too_large", peer=peer, bytes=event.size_seen)
-        acks = await self._store(b"", verdict, peer)
+        acks = await self._store(b"", verdict, peer, source)
         return acks[0].encode("latin-1", "replace")
 
     def _next_id(self) -> str:

@@ -145,7 +145,7 @@ class MllpConnection(asyncio.Protocol):
     async def _answer(self, event: Frame | FrameTooLarge) -> None:
         started = time.perf_counter()
         try:
-            replies = await self._server.responder.respond(event, self.peer)
+            replies = await self._server.responder.respond(event, self.peer, self.id)
         except Exception as exc:
             self._store_failed(exc)
             return

@@ -9,12 +9,13 @@ Each commit costs the database about as much as the rows it writes (on PostgreSQ
 transaction's WAL flush, its statement's round trip and planning: about 0.17 ms of the
 server's CPU for a batch of two messages in ``bench/e2e``). So a batch may wait a moment
 (``gather_s``, 1 ms by default) for the connections that send back to back (their last
-message came within ``prompt_s`` of its ACK, and within the last ``active_s``) and have
+message came within ``gather_s`` of its ACK, and within the last ``active_s``) and have
 nothing waiting yet: with eight busy senders the batch holds all eight instead of the two or
 three that arrived during the last commit. It never waits when every such connection already
 has a message in it (one busy connection, or all of them), so a single sender's rate is as
 without gathering; it never waits for a sender that paces its messages (a feed sending as
-events happen), and at most ``gather_s`` for one that has gone quiet.
+events happen) or answers its ACKs more slowly than ``gather_s``; a connection it waited for
+in vain is not waited for again until it answers an ACK within ``gather_s`` once more.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from transcare import metrics
 log = structlog.get_logger("adt_listener.writer")
 Done = Callable[[StoreResult | BaseException], None]
 _Item = tuple[IncomingMessage, Done]
-PROMPT_S = 0.005  # a connection that sent within this of its last ACK sends back to back
-ACTIVE_WINDOW_S = 0.05  # and if it did so within this, it is expected to send again soon
+ACTIVE_WINDOW_S = 0.05  # a connection sending back to back within this is expected again
 
 
 class StoreWriter:
@@ -44,27 +44,26 @@ class StoreWriter:
         on_commit: called after each commit with the newly stored accepted messages, in
             commit order (hands them to the relay without a database read).
         gather_s: longest wait for connections sending back to back before a commit (0: none).
-        prompt_s: a connection whose message comes this soon after its last ACK sends back to
-            back.
-        active_s: and is waited for until this long after it last sent.
+            A connection sends back to back when its message came within ``gather_s`` of the
+            ACK of its previous one (so a wait would have caught it).
+        active_s: such a connection is waited for until this long after it last sent.
         clock: monotonic seconds (injected for tests).
     """
 
     def __init__(self, store: MessageStore, max_batch: int = 256,
                  on_commit: Callable[[list[PendingMessage]], None] | None = None,
-                 gather_s: float = 0.001, prompt_s: float = PROMPT_S,
-                 active_s: float = ACTIVE_WINDOW_S,
+                 gather_s: float = 0.001, active_s: float = ACTIVE_WINDOW_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._max = max_batch
         self._gather_s = gather_s
-        self._prompt_s = prompt_s
         self._active_s = active_s
         self._clock = clock
         self._waiting: list[_Item] = []
         self._sources: list[Hashable | None] = []  # beside _waiting: who sent each item
         self._answered: dict[Hashable, float] = {}  # connection -> when its last was committed
         self._prompt: dict[Hashable, float] = {}  # connections sending back to back -> last sent
+        self._committing: list[_Item] = []  # the batch in the store, not yet answered
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit or (lambda _: None)
@@ -76,7 +75,11 @@ class StoreWriter:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        waiting, self._waiting = self._waiting, []
+        # The batch the store was committing when cancelled gets no ACK either (it may or
+        # may not be stored: the sender sends it again, and a stored one is answered as a
+        # resend).
+        waiting, self._waiting = self._committing + self._waiting, []
+        self._committing = []
         self._sources.clear()
         for _, done in waiting:
             _call(done, ConnectionAbortedError("listener stopping"))
@@ -93,13 +96,13 @@ class StoreWriter:
         if source is not None and self._gather_s > 0:
             now = self._clock()
             answered = self._answered.pop(source, None)
-            if answered is not None and now - answered <= self._prompt_s:
+            if answered is not None and now - answered <= self._gather_s:
                 self._prompt[source] = now
             elif self._prompt:
                 self._prompt.pop(source, None)
         self._arrived.set()
 
-    async def submit(self, item: IncomingMessage) -> StoreResult:
+    async def submit(self, item: IncomingMessage, source: Hashable | None = None) -> StoreResult:
         """Store one message; returns once it is committed (or raises if the store failed)."""
         fut: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
 
@@ -111,7 +114,7 @@ class StoreWriter:
             else:
                 fut.set_result(result)
 
-        self.submit_nowait(item, done)
+        self.submit_nowait(item, done, source)
         return await fut
 
     async def _run(self) -> None:
@@ -129,7 +132,7 @@ class StoreWriter:
 
     def _note_answered(self, sources: list[Hashable | None]) -> None:
         now = self._clock()
-        oldest = now - self._prompt_s
+        oldest = now - self._gather_s
         if self._answered:
             self._answered = {s: t for s, t in self._answered.items() if t >= oldest}
         for source in sources:
@@ -151,23 +154,32 @@ class StoreWriter:
                 return
             until = min(now + self._gather_s, max(prompt[s] for s in missing) + self._active_s)
             remaining = until - self._clock()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._arrived.wait()
-            except TimeoutError:
-                return
+            if remaining > 0:
+                self._arrived.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._arrived.wait()
+                    continue
+                except TimeoutError:
+                    pass
+            # Waited in vain: those still missing are not waited for again until they answer
+            # an ACK within gather_s once more (a sender a little slower than the wait would
+            # otherwise hold every batch).
+            for source in prompt.keys() - set(self._sources):
+                self._prompt.pop(source, None)
+            return
 
     async def _commit(self, batch: list[_Item]) -> None:
+        self._committing = batch
         try:
             results = await self._store.store([item for item, _ in batch])
         except Exception as exc:  # the store is down: every waiter gets the error, no ACK
+            self._committing = []
             log.error("store.commit_failed", error=type(exc).__name__, batch=len(batch))
             for _, done in batch:
                 _call(done, exc)
             return
+        self._committing = []
         metrics.STORE_BATCH.observe(len(batch))
         for (_, done), result in zip(batch, results, strict=True):
             _call(done, result)
