@@ -56,6 +56,8 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         status, metrics = _get(f"{base}/metrics")
         assert status == 200
         assert 'transcare_acks_total{code="AA"}' in metrics  # from the listener process
+        # The listener's group commit: one transaction holding the one message.
+        assert 'transcare_listener_store_batch_messages_bucket{le="1.0"} 1.0' in metrics
         assert "transcare_events_normalised_total" in metrics  # from the normaliser worker
         # ... and the transitions worker took the event (nobody is enrolled: unmatched).
         def transitions_counted() -> bool:
