@@ -357,15 +357,21 @@ def snapshot(episode: Episode) -> EpisodeSnapshot:
 def _review(conn: Connection, event: AdtEvent | AdtEventView, reason: str,
             candidates: list[tuple[str, float]], now: datetime) -> None:
     """Hold the event back for a reviewer, with the event itself (so a decision can apply it).
-    An event already under review is left as it is (a reviewer's choice that conflicts again
-    is refused by transitions/reviews.py, which rolls back)."""
-    conn.execute(dialect_insert(conn, match_reviews).values(
+    An event already waiting for a reviewer gets this match's reason and candidates (matched
+    again after a decision taught its identifier, its visit may now be another member's); a
+    decided one is left as it is (a reviewer's choice that conflicts again is refused by
+    transitions/reviews.py, which rolls back)."""
+    insert = dialect_insert(conn, match_reviews)
+    conn.execute(insert.values(
         event_id=event.event_id, message_id=event.message_id,
         facility=event.header.sending_facility or "", reason=reason,
         candidates=[{"member_id": m, "score": s} for m, s in candidates], status="pending",
         created_at=now,
         event=event.model_dump_json() if isinstance(event, AdtEvent) else None,
-    ).on_conflict_do_nothing(index_elements=["event_id"]))
+    ).on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={"reason": insert.excluded.reason, "candidates": insert.excluded.candidates},
+        where=match_reviews.c.status == "pending"))
 
 
 def _processed_row(event: AdtEvent | AdtEventView, outcome: str, member_id: str | None,

@@ -135,8 +135,13 @@ def _apply(conn: Connection, row: Any, member_id: str, by: str, config: Config,
         result = process_batch(conn, [held], config, now)
         if _member_of(conn, held.event_id) != member_id:
             # still not this member's alone (review), or not the member's on its date
-            # (unmatched): undone, it waits for its own decision
+            # (unmatched): undone, it waits for its own decision, with what matching says of
+            # it now (its visit may be another member's: the reviewer is told why)
+            match = _match_of(conn, review_id)
             savepoint.rollback()
+            if match is not None:
+                conn.execute(update(match_reviews).where(match_reviews.c.id == review_id)
+                             .values(reason=match[0], candidates=match[1]))
             continue
         savepoint.commit()
         events += result.episode_events
@@ -151,6 +156,14 @@ def _event(row: Any) -> AdtEvent | None:
         return AdtEvent.model_validate_json(row["event"])
     except ValidationError:
         return None
+
+
+def _match_of(conn: Connection, review_id: int) -> tuple[str, Any] | None:
+    """A pending review's reason and candidates."""
+    c = match_reviews.c
+    row = conn.execute(select(c.reason, c.candidates).where(
+        c.id == review_id, c.status == "pending")).first()
+    return (row.reason, row.candidates) if row is not None else None
 
 
 def _member_of(conn: Connection, event_id: str) -> str | None:

@@ -29,7 +29,7 @@ from transcare.db.tables import (
 )
 from transitions.directory_store import SqlAlchemyDirectory
 from transitions.model import Member, MemberIdentifier
-from transitions.processor import Config, process_batch
+from transitions.processor import VISIT_CONFLICT, Config, process_batch
 from transitions.reviews import ReviewError, resolve_review
 
 TWIN = Member("M2", "DOE", "JANE", dt.date(1960, 1, 2), "F", "5551234567", "12345", (), "low", "C1")
@@ -355,3 +355,25 @@ async def test_a_waiting_event_not_the_members_on_its_date_waits_on(database: Da
     review = {r["id"]: r for r in await rows(database, match_reviews)}[discharged["id"]]
     assert done["STMARYS|r2"] == ("review", None)
     assert decision.also_decided == [] and review["status"] == "pending"
+
+
+async def test_a_waiting_event_whose_visit_is_another_members_says_so(database: Database) -> None:
+    """Regression (review of the sixth session, F5): the patient's other waiting event, matched
+    again once the decision taught the identifier, is for a visit another member's episode
+    holds. It waits on, and its review now says why (it kept the reason of its first match,
+    "ambiguous", with the twins as candidates), so the reviewer is not surprised by a 409."""
+    await enrol(database, TWIN)
+    other_visit = adt("A04", "r3", mrn="X-1", authority="STMARYS", facility="STMARYS",
+                      visit="SV2", message_id=3)
+    m1_visit = adt("A04", "k1", mrn="1001", authority="GENHOSP", facility="STMARYS",
+                   visit="SV2", message_id=2)
+    await run(database, [HELD[0], m1_visit, other_visit])
+    admitted, waiting = await rows(database, match_reviews, match_reviews.c.id)
+    assert waiting["reason"] != VISIT_CONFLICT
+    decision = await decide(database, admitted["id"], "M2")
+    assert decision.also_decided == []
+    now = {r["id"]: r for r in await rows(database, match_reviews)}[waiting["id"]]
+    assert (now["status"], now["reason"]) == ("pending", VISIT_CONFLICT)
+    assert [c["member_id"] for c in now["candidates"]] == ["M2"]
+    done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
+    assert done["STMARYS|r3"] == ("review", None)
