@@ -377,3 +377,23 @@ async def test_a_waiting_event_whose_visit_is_another_members_says_so(database: 
     assert [c["member_id"] for c in now["candidates"]] == ["M2"]
     done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
     assert done["STMARYS|r3"] == ("review", None)
+
+
+async def test_a_decided_review_is_never_rewritten_by_matching(database: Database) -> None:
+    """A review from before migration 0007 is decided for M2 (the replay applies it); M1 then
+    takes the visit, and the message's replay goes to review again as a visit conflict. The
+    decided review stays as decided (reason, candidates, status); a second replay changes
+    nothing."""
+    admitted, _ = await held(database)
+    await database.write(lambda c: c.execute(update(match_reviews).values(event=None)))
+    await decide(database, admitted["id"], "M2")
+    await run(database, [adt("A04", "k1", mrn="1001", authority="GENHOSP", facility="STMARYS",
+                             visit="SV1", message_id=5)])
+    before = {r["id"]: r for r in await rows(database, match_reviews)}[admitted["id"]]
+    replayed = await run(database, HELD[:1])
+    assert dict(replayed.outcomes) == {("review", "STMARYS"): 1}
+    after = {r["id"]: r for r in await rows(database, match_reviews)}[admitted["id"]]
+    assert after == before and after["reason"] != VISIT_CONFLICT
+    snapshot = await dump(database)
+    await run(database, HELD[:1])
+    assert await dump(database) == snapshot
