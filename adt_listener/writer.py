@@ -9,13 +9,14 @@ Each commit costs the database about as much as the rows it writes (on PostgreSQ
 transaction's WAL flush, its statement's round trip and planning: about 0.17 ms of the
 server's CPU for a batch of two messages in ``bench/e2e``). So a batch may wait a moment
 (``gather_s``, 1 ms by default) for the connections that send back to back (their last
-message came within ``gather_s`` of its ACK, and within the last ``active_s``) and have
-nothing waiting yet: with eight busy senders the batch holds all eight instead of the two or
-three that arrived during the last commit. It never waits when every such connection already
-has a message in it (one busy connection, or all of them), so a single sender's rate is as
-without gathering; it never waits for a sender that paces its messages (a feed sending as
-events happen) or answers its ACKs more slowly than ``gather_s``; a connection it waited for
-in vain is not waited for again until it answers an ACK within ``gather_s`` once more.
+message came within ``gather_s`` of its ACK) and have nothing waiting yet: with eight busy
+senders the batch holds all eight instead of the two or three that arrived during the last
+commit. It never waits when every such connection already has a message in it (one busy
+connection, or all of them), so a single sender's rate is as without gathering; it never
+waits for a sender that paces its messages (a feed sending as events happen) or answers its
+ACKs more slowly than ``gather_s``; a connection it waited for in vain (slower this time, or
+gone quiet) is not waited for again until it answers an ACK within ``gather_s`` once more, so
+it costs at most one wait.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from transcare import metrics
 log = structlog.get_logger("adt_listener.writer")
 Done = Callable[[StoreResult | BaseException], None]
 _Item = tuple[IncomingMessage, Done]
-ACTIVE_WINDOW_S = 0.05  # a connection sending back to back within this is expected again
 
 
 class StoreWriter:
@@ -46,23 +46,21 @@ class StoreWriter:
         gather_s: longest wait for connections sending back to back before a commit (0: none).
             A connection sends back to back when its message came within ``gather_s`` of the
             ACK of its previous one (so a wait would have caught it).
-        active_s: such a connection is waited for until this long after it last sent.
         clock: monotonic seconds (injected for tests).
     """
 
     def __init__(self, store: MessageStore, max_batch: int = 256,
                  on_commit: Callable[[list[PendingMessage]], None] | None = None,
-                 gather_s: float = 0.001, active_s: float = ACTIVE_WINDOW_S,
+                 gather_s: float = 0.001,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._max = max_batch
         self._gather_s = gather_s
-        self._active_s = active_s
         self._clock = clock
         self._waiting: list[_Item] = []
         self._sources: list[Hashable | None] = []  # beside _waiting: who sent each item
         self._answered: dict[Hashable, float] = {}  # connection -> when its last was committed
-        self._prompt: dict[Hashable, float] = {}  # connections sending back to back -> last sent
+        self._prompt: set[Hashable] = set()  # connections sending back to back
         self._committing: list[_Item] = []  # the batch in the store, not yet answered
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -97,9 +95,9 @@ class StoreWriter:
             now = self._clock()
             answered = self._answered.pop(source, None)
             if answered is not None and now - answered <= self._gather_s:
-                self._prompt[source] = now
-            elif self._prompt:
-                self._prompt.pop(source, None)
+                self._prompt.add(source)
+            else:
+                self._prompt.discard(source)
         self._arrived.set()
 
     async def submit(self, item: IncomingMessage, source: Hashable | None = None) -> StoreResult:
@@ -140,34 +138,23 @@ class StoreWriter:
                 self._answered[source] = now
 
     async def _gather(self) -> None:
-        """Wait while a connection sending back to back has nothing waiting: at most
-        ``gather_s``, and no longer than it counts as active (``active_s`` after it last
-        sent)."""
-        now = self._clock()
-        recent = now - self._active_s
-        prompt = {s: t for s, t in self._prompt.items() if t >= recent}
-        if len(prompt) < len(self._prompt):  # forget connections gone quiet
-            self._prompt = prompt
-        while len(self._waiting) < self._max:
-            missing = prompt.keys() - set(self._sources)
-            if not missing:
-                return
-            until = min(now + self._gather_s, max(prompt[s] for s in missing) + self._active_s)
+        """Wait at most ``gather_s`` while a connection sending back to back has nothing
+        waiting; those still missing then are not waited for again until they answer an ACK
+        within ``gather_s`` once more."""
+        until = self._clock() + self._gather_s
+        while len(self._waiting) < self._max and not self._prompt.issubset(self._sources):
             remaining = until - self._clock()
-            if remaining > 0:
-                self._arrived.clear()
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._arrived.wait()
-                    continue
-                except TimeoutError:
-                    pass
-            # Waited in vain: those still missing are not waited for again until they answer
-            # an ACK within gather_s once more (a sender a little slower than the wait would
-            # otherwise hold every batch).
-            for source in prompt.keys() - set(self._sources):
-                self._prompt.pop(source, None)
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
+            except TimeoutError:
+                break
+        else:
             return
+        self._prompt.intersection_update(self._sources)
 
     async def _commit(self, batch: list[_Item]) -> None:
         self._committing = batch

@@ -162,3 +162,10 @@ def test_the_workers_run_at_a_lower_priority_than_the_listener_unless_told(tmp_p
     assert load_settings({"TRANSCARE_DATA_DIR": str(tmp_path)}).worker_nice == 10
     assert load_settings({"TRANSCARE_DATA_DIR": str(tmp_path),
                           "TRANSCARE_WORKER_NICE": "0"}).worker_nice == 0
+
+
+def test_the_deploy_example_loads(tmp_path: Path) -> None:
+    """deploy/transcare.example.toml, which deployments start from, is valid as shipped."""
+    example = Path(__file__).resolve().parents[2] / "deploy" / "transcare.example.toml"
+    s = load_settings({"TRANSCARE_CONFIG": str(example), "TRANSCARE_DATA_DIR": str(tmp_path)})
+    assert (s.mllp_port, s.listener_gather_ms, s.require_known_facility) == (2575, 1.0, True)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from adt_listener.store import ACCEPTED, IncomingMessage, StoreResult
-from adt_listener.writer import ACTIVE_WINDOW_S, StoreWriter
+from adt_listener.writer import StoreWriter
 from tests.fakes import FakeMessageStore
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -75,7 +75,7 @@ async def test_busy_connections_share_each_commit() -> None:
     runs ahead alone until the others are known, so it finishes first: count batches of
     seven.)"""
     store = RecordingStore()
-    writer = StoreWriter(store, gather_s=0.5, active_s=0.5)
+    writer = StoreWriter(store, gather_s=0.3)
     acks = await run(writer, *(sender(writer, f"c{i}", 10, pause_s=0.002 * i) for i in range(8)))
     assert [a[-1] for a in acks] == [f"ACK c{i}-9" for i in range(8)]
     assert full_batches(store, 7) >= 6
@@ -108,7 +108,7 @@ async def test_a_pacing_sender_is_not_waited_for() -> None:
     its own pace, all its messages committed before the feed's next one. Had the writer waited
     for the feed even once, the busy sender would still be sending then."""
     store = RecordingStore()
-    writer = StoreWriter(store, gather_s=0.9, active_s=600.0)
+    writer = StoreWriter(store, gather_s=0.9)
     await run(writer, sender(writer, "busy", 40, pause_s=0.005),
               sender(writer, "paced", 2, pause_s=1.0))
     order = committed(store)
@@ -122,7 +122,7 @@ async def test_a_sender_slower_than_the_window_is_waited_for_once() -> None:
     batch for a sender the wait never catches would hold the busy one to one message a
     window)."""
     store = RecordingStore()
-    writer = StoreWriter(store, gather_s=0.3, active_s=600.0)
+    writer = StoreWriter(store, gather_s=0.3)
     writer.start()
     try:
         await asyncio.wait_for(asyncio.gather(sender(writer, "busy", 2), sender(writer, "slow", 2)),
@@ -142,10 +142,10 @@ async def test_a_full_batch_does_not_wait() -> None:
     """With room for two messages a transaction, two busy senders fill each batch and commit at
     once, without waiting for a third back-to-back sender that has paused (0.5 s here)."""
     store = RecordingStore()
-    writer = StoreWriter(store, max_batch=2, gather_s=600.0, active_s=1.0)
+    writer = StoreWriter(store, max_batch=2, gather_s=2.0)
 
     async def pausing() -> None:
-        await sender(writer, "c", 2)  # back to back: now waited for while active
+        await sender(writer, "c", 2)  # back to back: now waited for
         await sender(writer, "c", 2, first_pause_s=0.5, first=2)
 
     await run(writer, sender(writer, "a", 30, first_pause_s=0.1),
@@ -159,7 +159,7 @@ async def test_the_async_path_counts_as_its_connection() -> None:
     """A connection's batch or oversize frames go through ``submit``; with its source named,
     the writer sees that connection's message in the batch and does not wait for it."""
     store = RecordingStore()
-    writer = StoreWriter(store, gather_s=600.0, active_s=600.0)
+    writer = StoreWriter(store, gather_s=600.0)
     writer.start()
     try:
         await asyncio.wait_for(sender(writer, "a", 2), GUARD_S)
@@ -234,25 +234,25 @@ async def test_stopping_during_a_commit_answers_that_batch_with_an_error() -> No
     assert len(got) == 2 and all(isinstance(r, ConnectionAbortedError) for r in got)
 
 
-async def test_a_connection_gone_quiet_is_forgotten() -> None:
-    """Two back-to-back senders in step, then silence longer than ``active_s``: the next
-    messages of one of them are not held for the other, however long the window."""
+async def test_a_connection_gone_quiet_costs_one_wait() -> None:
+    """Two back-to-back senders in step; one stops. The other's next message waits for it
+    once (the 2 s window), in vain; after that the quiet one is not waited for again: its
+    19 further messages go at once (had each waited, they would take 38 s, past the guard)."""
     store = RecordingStore()
-    writer = StoreWriter(store, gather_s=600.0)
+    writer = StoreWriter(store, gather_s=2.0)
     writer.start()
     try:
         await asyncio.wait_for(asyncio.gather(sender(writer, "stays", 3),
                                               sender(writer, "stops", 3)), GUARD_S)
-        await asyncio.sleep(ACTIVE_WINDOW_S * 4)
-        acks = await asyncio.wait_for(sender(writer, "stays", 20), GUARD_S)
+        acks = await asyncio.wait_for(sender(writer, "stays", 20, first=3), GUARD_S)
     finally:
         await writer.stop()
-    assert acks[-1] == "ACK stays-19"
+    assert acks[-1] == "ACK stays-22"
 
 
 async def test_stopping_while_gathering_answers_the_waiting_with_an_error() -> None:
     store = RecordingStore()
-    writer = StoreWriter(store, gather_s=600.0, active_s=600.0)
+    writer = StoreWriter(store, gather_s=600.0)
     writer.start()
     await asyncio.wait_for(asyncio.gather(sender(writer, "a", 2), sender(writer, "b", 2)),
                            GUARD_S)
