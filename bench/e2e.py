@@ -79,7 +79,7 @@ from bench.common import (
     run_load,
     stop_process,
 )
-from bench.ingest import Listener, db_upgrade, transcare_command
+from bench.ingest import Listener, add_gather_option, db_upgrade, gather_env, transcare_command
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,10 +155,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="run the worker process itself with every thread under cProfile "
                         "(CPU time per thread); its figures are then slower than normal, so "
                         "use a separate run; summarised by area and function")
-    p.add_argument("--listener-gather-ms", type=float, default=None,
-                   help="the listener's group-commit wait (TRANSCARE_LISTENER_GATHER_MS; "
-                        "default: "
-                        "the service's default, 1 ms; 0 turns gathering off)")
+    add_gather_option(p)
     p.add_argument("--keep", action="store_true",
                    help="keep the temp data dir and logs (and the PostgreSQL database)")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run")
@@ -868,9 +865,7 @@ def service_env(data_dir: Path, bootstrap: str, database_url: str, run_id: str,
     })
     if database_url:
         env["TRANSCARE_DATABASE_URL"] = database_url
-    if gather_ms is not None:
-        env["TRANSCARE_LISTENER_GATHER_MS"] = f"{gather_ms:g}"
-    return env
+    return env | gather_env(gather_ms)
 
 
 _LOG_PROBLEM = re.compile(r"error|warning|traceback|exception|critical", re.IGNORECASE)

@@ -86,6 +86,18 @@ class Options:
     listener_gather_ms: float | None = None
 
 
+def add_gather_option(p: argparse.ArgumentParser) -> None:
+    """``--listener-gather-ms``, shared with bench/e2e: to compare the group commit on and off."""
+    p.add_argument("--listener-gather-ms", type=float, default=None,
+                   help="the listener's group-commit wait (TRANSCARE_LISTENER_GATHER_MS; "
+                        "default: the service's default, 1 ms; 0 turns gathering off)")
+
+
+def gather_env(gather_ms: float | None) -> dict[str, str]:
+    """The service's environment for ``--listener-gather-ms`` (nothing when not given)."""
+    return {} if gather_ms is None else {"TRANSCARE_LISTENER_GATHER_MS": f"{gather_ms:g}"}
+
+
 def parse_args(argv: Sequence[str] | None) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,10 +116,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                         "fresh SQLite file; its messages rows are deleted first")
     p.add_argument("--max-phase-seconds", type=float, default=60.0,
                    help="stop any load phase after this long (default 60)")
-    p.add_argument("--listener-gather-ms", type=float, default=None,
-                   help="the listener's group-commit wait (TRANSCARE_LISTENER_GATHER_MS; "
-                        "default: "
-                        "the service's default, 1 ms; 0 turns gathering off)")
+    add_gather_option(p)
     p.add_argument("--keep", action="store_true", help="keep the temp data dir and logs")
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run (~20 s)")
     a = p.parse_args(argv)
@@ -180,9 +189,7 @@ def listener_env(data_dir: Path, bootstrap: str, database_url: str,
     env.update({"TRANSCARE_DATA_DIR": str(data_dir), "TRANSCARE_KAFKA_BOOTSTRAP": bootstrap})
     if database_url:
         env["TRANSCARE_DATABASE_URL"] = database_url
-    if gather_ms is not None:
-        env["TRANSCARE_LISTENER_GATHER_MS"] = f"{gather_ms:g}"
-    return env
+    return env | gather_env(gather_ms)
 
 
 def db_upgrade(env: dict[str, str]) -> None:
