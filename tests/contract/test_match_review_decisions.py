@@ -43,6 +43,11 @@ async def decide(db: Database, review_id: int, member_id: str | None, by: str = 
     return await db.write(lambda c: resolve_review(c, review_id, member_id, by, Config(), NOW))
 
 
+async def outcomes(db: Database) -> dict[str, tuple[str, str | None]]:
+    """Each event's processed_events outcome and member."""
+    return {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(db, processed_events)}
+
+
 async def held(db: Database) -> list[Any]:
     await enrol(db, TWIN)
     await run(db, HELD)
@@ -62,7 +67,7 @@ async def test_the_chosen_member_gets_the_held_events_episode(database: Database
     assert (episode["member_id"], episode["status"], episode["disposition"]) == (
         "M2", "discharged", "01")
     assert episode["coordinator_id"] == "C1"
-    done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
+    done = await outcomes(database)
     assert done == {"STMARYS|r1": ("applied", "M2"), "STMARYS|r2": ("applied", "M2")}
     published = await database.run(lambda c: c.execute(select(outbox.c.payload).where(
         outbox.c.topic == "transitions.episodes.v1")).scalars().all())
@@ -299,7 +304,7 @@ async def test_the_patients_other_waiting_events_follow_the_decision(database: D
     (episode,) = await rows(database, episodes)
     assert (episode["member_id"], episode["status"], episode["admitted_at"] is not None) == (
         "M2", "discharged", True)
-    done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
+    done = await outcomes(database)
     assert done["STMARYS|r1"] == ("applied", "M2") and done["STMARYS|o1"] == ("review", None)
 
 
@@ -351,7 +356,7 @@ async def test_a_waiting_event_not_the_members_on_its_date_waits_on(database: Da
     await run(database, [HELD[0], late])
     admitted, discharged = await rows(database, match_reviews, match_reviews.c.id)
     decision = await decide(database, admitted["id"], "M2")
-    done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
+    done = await outcomes(database)
     review = {r["id"]: r for r in await rows(database, match_reviews)}[discharged["id"]]
     assert done["STMARYS|r2"] == ("review", None)
     assert decision.also_decided == [] and review["status"] == "pending"
@@ -375,7 +380,7 @@ async def test_a_waiting_event_whose_visit_is_another_members_says_so(database: 
     now = {r["id"]: r for r in await rows(database, match_reviews)}[waiting["id"]]
     assert (now["status"], now["reason"]) == ("pending", VISIT_CONFLICT)
     assert [c["member_id"] for c in now["candidates"]] == ["M2"]
-    done = {r["event_id"]: (r["outcome"], r["member_id"]) for r in await rows(database, processed_events)}
+    done = await outcomes(database)
     assert done["STMARYS|r3"] == ("review", None)
 
 
