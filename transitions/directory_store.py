@@ -161,6 +161,25 @@ def learn_identifiers(conn: Connection, member_id: str, learned: Iterable[Member
             index_elements=["value", "authority"]), rows)
 
 
+def identifiers_with_sources(conn: Connection, member_id: str) -> list[tuple[MemberIdentifier, str]]:
+    """The member's identifiers with their source (``roster``, ``merge``, ``review``), by
+    authority then value."""
+    c = member_identifiers.c
+    query = select(c.value, c.authority, c.source).where(c.member_id == member_id)
+    found = [(MemberIdentifier(value, authority), source)
+             for value, authority, source in conn.execute(query)]
+    return sorted(found, key=lambda f: (f[0].authority, f[0].value))
+
+
+def drop_identifier(conn: Connection, member_id: str, ident: MemberIdentifier, source: str) -> bool:
+    """Drop ``ident`` from ``member_id`` if the member holds it from ``source``; whether it did."""
+    c = member_identifiers.c
+    result = conn.execute(delete(member_identifiers).where(
+        c.value == ident.value, c.authority == ident.authority, c.member_id == member_id,
+        c.source == source))
+    return bool(result.rowcount)
+
+
 def load_members(conn: Connection, member_ids: Iterable[str]) -> dict[str, Member]:
     """Members by id, with all their identifiers (sorted); unknown ids are absent."""
     found: dict[str, Member] = {}

@@ -21,6 +21,11 @@ its ``processed_events`` row is dropped, and the message's replay applies the de
 Either way the review records the decision, who made it and when. A review is decided once.
 If the chosen member cannot take the event (its visit number belongs to another member's
 episode), nothing is written and the reviewer is told why.
+
+A decision that taught a member the wrong patient's identifier is mended with
+:func:`forget_identifier`: a learned identifier (``review`` or ``merge``) is dropped, so that
+patient's next messages are matched afresh (to review again, where they are ambiguous). The
+roster's own identifiers are the roster's: only an import changes them.
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ from schemas.adt_event import AdtEvent
 from transcare.db.tables import match_reviews, processed_events
 from transitions.directory_store import (
     REVIEW,
+    ROSTER,
+    drop_identifier,
     identifier_owners,
     learn_identifiers,
     load_members,
     load_staff,
 )
 from transitions.matching import patient_identifiers
+from transitions.model import MemberIdentifier
 from transitions.processor import VISIT_CONFLICT, Config, process_batch
 
 
@@ -99,6 +107,43 @@ def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: 
         status="resolved", decided_member_id=member_id, resolved_by=by, resolved_at=now, **cleared))
     decided = conn.execute(select(match_reviews).where(c.id == review_id)).mappings().one()
     return Decision(dict(decided), outcome, events, also)
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    member_id: str
+    identifier: MemberIdentifier
+    source: str  # review or merge: how the member had learned it
+
+
+def forget_identifier(conn: Connection, member_id: str, value: str, authority: str,
+                      by: str) -> Forgotten:
+    """Drop the identifier ``value``@``authority`` (normalised as the roster's) that member
+    ``member_id`` learned from a reviewer's decision or a merge. Events already applied stay
+    the member's; the patient's next messages are matched without it.
+
+    Raises:
+        ReviewError: 404 no such member, or the member does not hold the identifier; 409 it
+            is one of the member's roster identifiers; 422 ``by`` is not an active person of
+            the staff directory, or the value is empty.
+    """
+    if not any(s.staff_id == by and s.active for s in load_staff(conn)):
+        raise ReviewError(422, f"by: {by!r} is not an active person of the staff directory")
+    ident = MemberIdentifier.of(value, authority)
+    if not ident.value:
+        raise ReviewError(422, "value: the identifier's value is empty")
+    if member_id not in load_members(conn, [member_id]):
+        raise ReviewError(404, f"no member {member_id!r} in the roster")
+    owner, source = identifier_owners(conn, [ident]).get(ident, (None, ""))
+    if owner != member_id:
+        raise ReviewError(404, f"member {member_id} holds no identifier {ident}")
+    if source == ROSTER:
+        raise ReviewError(409, f"{ident} is one of member {member_id}'s roster identifiers: "
+                               "the roster decides it (remove it from the member's row and "
+                               "import the roster)")
+    if not drop_identifier(conn, member_id, ident, source):
+        raise ReviewError(409, f"{ident} changed while it was being forgotten; ask again")
+    return Forgotten(member_id, ident, source)
 
 
 def _apply(conn: Connection, row: Any, member_id: str, by: str, config: Config,

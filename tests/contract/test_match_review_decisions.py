@@ -27,10 +27,10 @@ from transcare.db.tables import (
     outbox,
     processed_events,
 )
-from transitions.directory_store import SqlAlchemyDirectory
+from transitions.directory_store import MERGE, SqlAlchemyDirectory, learn_identifiers
 from transitions.model import Member, MemberIdentifier
 from transitions.processor import VISIT_CONFLICT, Config, process_batch
-from transitions.reviews import ReviewError, resolve_review
+from transitions.reviews import ReviewError, forget_identifier, resolve_review
 
 TWIN = Member("M2", "DOE", "JANE", dt.date(1960, 1, 2), "F", "5551234567", "12345", (), "low", "C1")
 # Two members nobody can tell apart from the message: its events wait for a reviewer.
@@ -402,3 +402,62 @@ async def test_a_decided_review_is_never_rewritten_by_matching(database: Databas
     snapshot = await dump(database)
     await run(database, HELD[:1])
     assert await dump(database) == snapshot
+
+
+async def forget(db: Database, member_id: str, value: str, authority: str,
+                 by: str = "S1") -> Any:
+    return await db.write(lambda c: forget_identifier(c, member_id, value, authority, by))
+
+
+async def test_an_identifier_a_mistaken_decision_taught_is_forgotten(database: Database) -> None:
+    """The reviewer chose M2 for the patient X-1 of STMARYS by mistake: M2 learned X-1, and
+    the patient's next message went to M2 at once. Forgotten (written as a person types it),
+    M2 no longer holds it; what the decision applied stays M2's; the patient's next message
+    waits for a reviewer again."""
+    admitted, _ = await held(database)
+    await decide(database, admitted["id"], "M2")
+    done = await forget(database, "M2", " x-1 ", "stmarys")
+    assert (done.member_id, done.identifier, done.source) == (
+        "M2", MemberIdentifier("X-1", "STMARYS"), "review")
+    assert [r["member_id"] for r in await rows(database, member_identifiers)] == ["M1", "M1"]
+    (episode,) = await rows(database, episodes)
+    assert episode["member_id"] == "M2"
+    later = await run(database, [adt("A04", "r3", mrn="X-1", authority="STMARYS",
+                                     facility="STMARYS", visit="SV2", message_id=7)])
+    assert [o[0] for o in later.outcomes] == ["review"]
+    again = await database.write(lambda c: _refused(c, "M2", "X-1", "STMARYS", "S1"))
+    assert (again.status, again.reason) == (404, "member M2 holds no identifier X-1@STMARYS")
+
+
+async def test_an_identifier_learned_from_a_merge_is_forgotten_too(database: Database) -> None:
+    await enrol(database, TWIN)
+    await database.write(lambda c: learn_identifiers(
+        c, "M2", [MemberIdentifier("OLD-7", "STMARYS")], MERGE))
+    done = await forget(database, "M2", "OLD-7", "STMARYS")
+    assert done.source == "merge"
+    assert {r["member_id"] for r in await rows(database, member_identifiers)} == {"M1"}
+
+
+def _refused(conn: Any, member_id: str, value: str, authority: str, by: str) -> ReviewError:
+    with pytest.raises(ReviewError) as caught:
+        forget_identifier(conn, member_id, value, authority, by)
+    return caught.value
+
+
+@pytest.mark.parametrize(("member_id", "value", "authority", "by", "status", "says"), [
+    ("M1", "1001", "GENHOSP", "S1", 409, "one of member M1's roster identifiers"),
+    ("M2", "1001", "GENHOSP", "S1", 404, "member M2 holds no identifier 1001@GENHOSP"),
+    ("M2", "X-1", "OTHER", "S1", 404, "member M2 holds no identifier X-1@OTHER"),
+    ("M9", "X-1", "STMARYS", "S1", 404, "no member 'M9' in the roster"),
+    ("M2", "X-1", "STMARYS", "NOBODY", 422, "by: 'NOBODY' is not an active person"),
+    ("M2", " ", "STMARYS", "S1", 422, "value: the identifier's value is empty"),
+])
+async def test_what_cannot_be_forgotten_is_refused_and_writes_nothing(
+        database: Database, member_id: str, value: str, authority: str, by: str, status: int,
+        says: str) -> None:
+    admitted, _ = await held(database)
+    await decide(database, admitted["id"], "M2")
+    before = await dump(database)
+    refused = await database.write(lambda c: _refused(c, member_id, value, authority, by))
+    assert refused.status == status and says in refused.reason
+    assert await dump(database) == before

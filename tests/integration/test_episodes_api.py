@@ -136,6 +136,46 @@ async def test_a_reviewer_decides_a_match_review_over_http(client: httpx.AsyncCl
     assert view["member_ids"] == ["M2", "M3", "M4"]  # the candidates and the member decided
 
 
+async def test_a_mistaken_decisions_identifier_is_forgotten_over_http(
+        client: httpx.AsyncClient) -> None:
+    """The reviewer chose M2 for the patient X9 of OTHER; M2 learned X9@OTHER. The member's
+    identifiers say where each came from; forgetting the learned one answers what is left;
+    views and the change are audited by ids, never the identifier's value."""
+    from structlog.testing import capture_logs
+
+    (review,) = (await client.get("/api/match-reviews")).json()
+    decided = await client.post(f"/api/match-reviews/{review['id']}/resolve",
+                                json={"by": "S1", "member_id": "M2"})
+    assert decided.status_code == 200, decided.text
+    url = "/api/members/M2/identifiers"
+    with capture_logs() as logs:
+        held = (await client.get(url)).json()
+        forgotten = await client.post(f"{url}/forget",
+                                      json={"by": "S1", "value": "x9", "authority": "other"})
+    assert held == [{"value": "X9", "authority": "OTHER", "source": "review"},
+                    {"value": "2002", "authority": "STMARYS", "source": "roster"}]
+    assert forgotten.status_code == 200, forgotten.text
+    assert forgotten.json() == {
+        "member_id": "M2", "forgotten": {"value": "X9", "authority": "OTHER", "source": "review"},
+        "identifiers": [{"value": "2002", "authority": "STMARYS", "source": "roster"}]}
+    view, change = [e for e in logs if e["event"].startswith("audit.")]
+    assert (view["event"], view["member_ids"]) == ("audit.phi_view", ["M2"])
+    assert (change["event"], change["member_id"], change["authority"], change["source"],
+            change["by"]) == ("audit.member_identifier_forgotten", "M2", "OTHER", "review", "S1")
+    assert "X9" not in str(logs)
+    roster = await client.post(f"{url}/forget",
+                               json={"by": "S1", "value": "2002", "authority": "STMARYS"})
+    assert roster.status_code == 409 and "import the roster" in roster.json()["detail"]
+    gone = await client.post(f"{url}/forget", json={"by": "S1", "value": "X9", "authority": "OTHER"})
+    assert gone.status_code == 404 and "holds no identifier X9@OTHER" in gone.json()["detail"]
+    nobody = await client.post(f"{url}/forget", json={"by": "ZZ", "value": "X9", "authority": "OTHER"})
+    assert nobody.status_code == 422
+    assert (await client.get("/api/members/M9/identifiers")).status_code == 404
+    assert (await client.post("/api/members/M9/identifiers/forget",
+                              json={"by": "S1", "value": "X9", "authority": "OTHER"})
+            ).status_code == 404
+
+
 async def test_views_of_episodes_and_reviews_are_audited_by_id(client: httpx.AsyncClient) -> None:
     from structlog.testing import capture_logs
 

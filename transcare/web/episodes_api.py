@@ -1,5 +1,6 @@
 """``GET /api/episodes``, ``GET /api/episodes/{id}``, ``GET /api/match-reviews``,
-``POST /api/match-reviews/{id}/resolve``.
+``POST /api/match-reviews/{id}/resolve``, ``GET /api/members/{id}/identifiers``,
+``POST /api/members/{id}/identifiers/forget``.
 
 Episodes carry PHI (identifiers, clinical times): every view is written to the audit log
 (``audit.phi_view``: the endpoint, the episode or member ids returned, never their content).
@@ -18,10 +19,11 @@ from sqlalchemy.engine import Connection
 from followup.task_store import find_tasks
 from transcare.db.database import Database
 from transcare.web.tasks_api import task_out
+from transitions.directory_store import identifiers_with_sources, load_members
 from transitions.episode import Episode
 from transitions.episode_queries import find_episodes, find_reviews, get_episode, member_identifiers, timeline
 from transitions.processor import Config
-from transitions.reviews import ReviewError, resolve_review
+from transitions.reviews import ReviewError, forget_identifier, resolve_review
 
 audit = structlog.get_logger("audit")
 Kind = Literal["ed", "inpatient", "observation", "post_acute"]
@@ -109,6 +111,24 @@ class ResolvedOut(BaseModel):
     episode_events: int
     # other reviews of the same patient decided with this one (their events now the member's)
     also_decided: list[int]
+
+
+class IdentifierOut(BaseModel):
+    value: str
+    authority: str
+    source: str  # roster | merge (learned from an A40) | review (learned from a decision)
+
+
+class Forget(BaseModel):
+    by: str  # staff id of the person mending the decision
+    value: str  # PID-3 CX-1
+    authority: str  # CX-4 (as the member's identifiers list shows it)
+
+
+class ForgottenOut(BaseModel):
+    member_id: str
+    forgotten: IdentifierOut
+    identifiers: list[IdentifierOut]  # what the member holds now
 
 
 def _review_out(row: dict[str, Any]) -> ReviewOut:
@@ -213,7 +233,54 @@ def episodes_router(db: Database, config: Config) -> APIRouter:
                            episode_events=decision.episode_events,
                            also_decided=decision.also_decided)
 
+    @router.get("/api/members/{member_id}/identifiers", response_model=list[IdentifierOut],
+                tags=["matching"], responses={404: {"description": "no such member"}})
+    async def list_identifiers(member_id: str, request: Request) -> list[IdentifierOut]:
+        """Every identifier the member holds and where it came from: the roster, an A40 merge,
+        or a match reviewer's decision (docs/matching.md)."""
+        def read(conn: Connection) -> list[IdentifierOut] | None:
+            if member_id not in load_members(conn, [member_id]):
+                return None
+            return _identifiers_out(conn, member_id)
+
+        found = await db.run(read)
+        if found is None:
+            raise HTTPException(404, f"no member {member_id!r} in the roster")
+        audit.info("audit.phi_view", endpoint="/api/members/{id}/identifiers",
+                   client=_client(request), member_ids=[member_id])
+        return found
+
+    @router.post("/api/members/{member_id}/identifiers/forget", response_model=ForgottenOut,
+                 tags=["matching"],
+                 responses={404: {"description": "no such member, or not the member's"},
+                            409: {"description": "a roster identifier: the roster decides it"},
+                            422: {"description": "unknown person, or no value"}})
+    async def forget(member_id: str, body: Forget, request: Request) -> ForgottenOut:
+        """Mend a mistaken match decision: the member no longer holds an identifier it learned
+        from a reviewer's decision (or a merge); the patient's next messages are matched
+        without it. Events already applied stay the member's."""
+        def write(conn: Connection) -> ForgottenOut:
+            done = forget_identifier(conn, member_id, body.value, body.authority, body.by)
+            gone = IdentifierOut(value=done.identifier.value,
+                                 authority=done.identifier.authority, source=done.source)
+            return ForgottenOut(member_id=member_id, forgotten=gone,
+                                identifiers=_identifiers_out(conn, member_id))
+
+        try:
+            result = await db.write(write)
+        except ReviewError as exc:
+            raise HTTPException(exc.status, exc.reason) from None
+        audit.info("audit.member_identifier_forgotten", client=_client(request),
+                   member_id=member_id, authority=result.forgotten.authority,
+                   source=result.forgotten.source, by=body.by)
+        return result
+
     return router
+
+
+def _identifiers_out(conn: Connection, member_id: str) -> list[IdentifierOut]:
+    return [IdentifierOut(value=i.value, authority=i.authority, source=source)
+            for i, source in identifiers_with_sources(conn, member_id)]
 
 
 def _client(request: Request) -> str:
