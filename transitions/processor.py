@@ -23,7 +23,7 @@ from schemas.adt_event import AdtEvent, AdtEventView
 from schemas.episode_event import EpisodeEvent, EpisodeSnapshot
 from schemas.topics import EPISODES
 from transcare.db.lists import keys_present, one_of
-from transcare.db.tables import match_reviews, outbox, processed_events
+from transcare.db.tables import match_review_identifiers, match_reviews, outbox, processed_events
 from transcare.db.upsert import dialect_insert, insert_all
 from transitions.clinical import ClinicalEvent, clinical_event
 from transitions.directory_store import load_members, load_staff, member_ids_by_identifier, members_born_on
@@ -45,6 +45,7 @@ from transitions.matching import (
     event_demographics,
     event_identifiers,
     match,
+    patient_identifiers,
 )
 from transitions.model import Member, MemberIdentifier, StaffMember
 from transitions.state import Rules
@@ -362,7 +363,7 @@ def _review(conn: Connection, event: AdtEvent | AdtEventView, reason: str,
     decided one is left as it is (a reviewer's choice that conflicts again is refused by
     transitions/reviews.py, which rolls back)."""
     insert = dialect_insert(conn, match_reviews)
-    conn.execute(insert.values(
+    pending = conn.execute(insert.values(
         event_id=event.event_id, message_id=event.message_id,
         facility=event.header.sending_facility or "", reason=reason,
         candidates=[{"member_id": m, "score": s} for m, s in candidates], status="pending",
@@ -371,7 +372,14 @@ def _review(conn: Connection, event: AdtEvent | AdtEventView, reason: str,
     ).on_conflict_do_update(
         index_elements=["event_id"],
         set_={"reason": insert.excluded.reason, "candidates": insert.excluded.candidates},
-        where=match_reviews.c.status == "pending"))
+        where=match_reviews.c.status == "pending").returning(match_reviews.c.id)).first()
+    # the patient's identifiers, by which a decision finds the patient's waiting events
+    identifiers = sorted(set(patient_identifiers(event)))
+    if pending is not None and identifiers:
+        conn.execute(dialect_insert(conn, match_review_identifiers).on_conflict_do_nothing(
+            index_elements=["value", "authority", "review_id"]),
+            [{"value": i.value, "authority": i.authority, "review_id": pending.id}
+             for i in identifiers])
 
 
 def _processed_row(event: AdtEvent | AdtEventView, outcome: str, member_id: str | None,

@@ -35,11 +35,11 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Connection
 
 from schemas.adt_event import AdtEvent
-from transcare.db.tables import match_reviews, processed_events
+from transcare.db.tables import match_review_identifiers, match_reviews, member_identifiers, processed_events
 from transitions.directory_store import (
     REVIEW,
     ROSTER,
@@ -105,6 +105,9 @@ def resolve_review(conn: Connection, review_id: int, member_id: str | None, by: 
     cleared = {"event": None} if member_id is None else {}
     conn.execute(update(match_reviews).where(c.id == review_id).values(
         status="resolved", decided_member_id=member_id, resolved_by=by, resolved_at=now, **cleared))
+    # decided reviews are found by id from now on: their patients' identifiers go (PHI)
+    conn.execute(match_review_identifiers.delete().where(
+        match_review_identifiers.c.review_id.in_([review_id, *also])))
     decided = conn.execute(select(match_reviews).where(c.id == review_id)).mappings().one()
     return Decision(dict(decided), outcome, events, also)
 
@@ -220,15 +223,16 @@ def _member_of(conn: Connection, event_id: str) -> str | None:
 
 def _waiting_of(conn: Connection, review_id: int, member_id: str) -> list[tuple[int, int, AdtEvent]]:
     """Other reviews waiting whose event carries an identifier that is now the member's
-    (reviews of a visit number that belongs to another member's episode excepted)."""
-    c = match_reviews.c
+    (reviews of a visit number that belongs to another member's episode excepted): found
+    through the member's identifiers (``match_review_identifiers``), whatever the queue's
+    length."""
+    c, r, m = match_reviews.c, match_review_identifiers.c, member_identifiers.c
+    theirs = select(r.review_id).join(member_identifiers, and_(
+        m.value == r.value, m.authority == r.authority)).where(m.member_id == member_id)
     rows = conn.execute(select(c.id, c.message_id, c.event).where(
-        c.status == "pending", c.id != review_id, c.event.is_not(None),
+        c.id.in_(theirs), c.status == "pending", c.id != review_id, c.event.is_not(None),
         c.reason != VISIT_CONFLICT)).mappings().all()
-    held = [(r["id"], r["message_id"], e) for r in rows if (e := _event(r)) is not None]
-    ids = {i for _, _, e in held for i in patient_identifiers(e)}
-    mine = {i for i, (owner, _) in identifier_owners(conn, ids).items() if owner == member_id}
-    waiting = [(i, m, e) for i, m, e in held if mine & set(patient_identifiers(e))]
+    waiting = [(row["id"], row["message_id"], e) for row in rows if (e := _event(row)) is not None]
     if waiting and conn.dialect.name == "postgresql":
         # only these are locked; one another reviewer is deciding now is theirs
         locked = set(conn.execute(select(c.id).where(

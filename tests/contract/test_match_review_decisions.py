@@ -21,6 +21,7 @@ from transcare.db.database import Database, open_database
 from transcare.db.engine import async_url, create_engine
 from transcare.db.tables import (
     episodes,
+    match_review_identifiers,
     match_reviews,
     member_identifiers,
     metadata,
@@ -461,3 +462,42 @@ async def test_what_cannot_be_forgotten_is_refused_and_writes_nothing(
     refused = await database.write(lambda c: _refused(c, member_id, value, authority, by))
     assert refused.status == status and says in refused.reason
     assert await dump(database) == before
+
+
+async def test_a_decision_reads_only_the_patients_waiting_events(
+        database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (review): a decision read and decoded every pending review in the queue to
+    find the patient's other waiting events, a cost per decision growing with the queue. Now
+    it decodes the event it applies and the patient's waiting ones, however many other
+    patients wait; their reviews keep their identifiers, the decided ones' go (PHI)."""
+    import transitions.reviews as reviews
+
+    await enrol(database, TWIN)
+    others = [adt("A04", f"o{n}", mrn=f"Y-{n}", authority="STMARYS", facility="STMARYS",
+                  visit=f"OV{n}", message_id=10 + n) for n in range(25)]
+    await run(database, [*HELD, *others])
+    admitted, discharged, *_ = await rows(database, match_reviews, match_reviews.c.id)
+    decoded: list[str] = []
+    real = reviews._event
+
+    def counting(row: Any) -> Any:
+        decoded.append(row["event"])
+        return real(row)
+
+    monkeypatch.setattr(reviews, "_event", counting)
+    decision = await decide(database, admitted["id"], "M2")
+    assert decision.also_decided == [discharged["id"]]
+    assert len(decoded) == 2
+    kept = await rows(database, match_review_identifiers)
+    assert {r["review_id"] for r in kept} == {
+        r["id"] for r in await rows(database, match_reviews) if r["status"] == "pending"}
+    assert len(kept) == 25 and "X-1" not in {r["value"] for r in kept}
+
+
+async def test_a_review_decided_not_enrolled_drops_its_identifiers(database: Database) -> None:
+    admitted, discharged = await held(database)
+    assert {r["review_id"] for r in await rows(database, match_review_identifiers)} == {
+        admitted["id"], discharged["id"]}
+    await decide(database, admitted["id"], None)
+    assert [r["review_id"] for r in await rows(database, match_review_identifiers)] == [
+        discharged["id"]]

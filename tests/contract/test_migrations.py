@@ -4,14 +4,31 @@ column added to the tables without a migration (or the other way round) fails he
 
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
-from transcare.db.database import Database
-from transcare.db.tables import UNPUBLISHED, messages, metadata
+from tests.adt_builders import T0, adt
+from tests.contract.conftest import POSTGRES_ENV
+from transcare.db.database import Database, open_database
+from transcare.db.migrate import upgrade
+from transcare.db.tables import (
+    UNPUBLISHED,
+    match_review_identifiers,
+    match_reviews,
+    messages,
+    metadata,
+)
 
 
 async def test_the_migrated_schema_is_the_tables_schema(database: Database) -> None:
@@ -59,3 +76,61 @@ async def test_the_relays_backlog_query_reads_its_partial_index(database: Databa
         return " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
 
     assert "ix_messages_unpublished" in await database.run(plan)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database of each kind with no tables yet (PostgreSQL: created for the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
+    name = f"transcare_migration_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(make_url(server).set(drivername="postgresql")
+                                  .render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: str) -> None:
+    """Reviews waiting when 0008 runs are found by a decision like new ones: their events'
+    PID-3 identifiers (normalised as matching compares them) are filled in; a decided review,
+    or one without its event (before 0007), gets none."""
+    await asyncio.to_thread(upgrade, empty_url, "0007")
+    waiting = adt("A04", "w1", mrn=" x-1 ", authority="stmarys", facility="STMARYS")
+    twice = adt("A04", "w2", mrn="Y-2", authority="", facility="STMARYS")
+    cx = twice.patient.identifiers[0].model_copy(update={"assigning_facility": "STM"})
+    twice = twice.model_copy(update={"patient": twice.patient.model_copy(
+        update={"identifiers": (cx, cx)})})
+    review = {"facility": "STMARYS", "reason": "ambiguous", "candidates": [],
+              "created_at": T0}
+    db = open_database(empty_url)
+    try:
+        await db.write(lambda c: c.execute(match_reviews.insert(), [
+            {**review, "event_id": "STMARYS|w1", "message_id": 1, "status": "pending",
+             "event": waiting.model_dump_json()},
+            {**review, "event_id": "STMARYS|w2", "message_id": 2, "status": "pending",
+             "event": twice.model_dump_json()},
+            {**review, "event_id": "STMARYS|d1", "message_id": 3, "status": "resolved",
+             "event": waiting.model_dump_json()},
+            {**review, "event_id": "STMARYS|old", "message_id": 4, "status": "pending",
+             "event": None}]))
+    finally:
+        await db.dispose()
+    await asyncio.to_thread(upgrade, empty_url)
+    db = open_database(empty_url)
+    try:
+        ids = {r.event_id: r.id for r in await db.run(
+            lambda c: c.execute(select(match_reviews.c.event_id, match_reviews.c.id)).all())}
+        filled = await db.run(lambda c: sorted(tuple(r) for r in c.execute(
+            select(match_review_identifiers))))
+    finally:
+        await db.dispose()
+    assert filled == sorted([("X-1", "STMARYS", ids["STMARYS|w1"]),
+                             ("Y-2", "STM", ids["STMARYS|w2"])])

@@ -264,6 +264,20 @@ match_reviews = Table(
 )
 Index("ix_match_reviews_status", match_reviews.c.status)
 
+# The PID-3 identifiers (normalised, as matching compares them) of each pending review's event:
+# a decision finds the patient's other waiting events through the identifiers the member
+# holds, without reading every review in the queue (migration 0008). Dropped when the review
+# is decided.
+match_review_identifiers = Table(
+    "match_review_identifiers",
+    metadata,
+    Column("value", Text, nullable=False),
+    Column("authority", Text, nullable=False),
+    Column("review_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("value", "authority", "review_id", name="pk_match_review_identifiers"),
+)
+Index("ix_match_review_identifiers_review_id", match_review_identifiers.c.review_id)
+
 # --- Transactional outbox and leases -----------------------------------------------------------
 
 # Events written in the same transaction as the state they describe; the outbox publisher
