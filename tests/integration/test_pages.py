@@ -334,6 +334,9 @@ async def test_the_supervisor_view_lists_the_teams_overdue_and_escalated_work(si
 async def test_the_ops_page_renders_and_links_to_the_inbox(site: Site) -> None:
     await site.page.goto(site.base + "/")
     await expect(site.page.get_by_role("heading", name="transcare · ADT stream")).to_be_visible()
+    # the last minute's figures (or, right after start, a word that they are being measured)
+    await expect(site.page.get_by_role("heading", name="Live", exact=False)).to_be_visible()
+    await expect(site.page.get_by_role("heading", name="Message store")).to_be_visible()
     await site.page.get_by_role("link", name="coordinator inbox").click()
     await expect(site.page).to_have_url(site.base + "/inbox")
     await expect(site.page.get_by_role("heading", name="transcare · inbox")).to_be_visible()

@@ -70,6 +70,15 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
         assert "transcare_oldest_in_flight_seconds " in metrics  # how far behind the workers are
         status, page = _get(f"{base}/")
         assert status == 200 and "transcare" in page and "oldest in flight (s)" in page
+        # The ops page's last minute, from every process's metrics: the listener's message by
+        # facility and its AA, the worker's MLLP-in-to-episode latency.
+        def live_shown() -> bool:
+            page = _get(f"{base}/")[1]
+            return ("<h2>Live (last" in page and "<td>GHHSFacility</td>" in page
+                    and '<b>1</b><span>ACK AA' in page
+                    and "- / -</b><span>MLLP in to episode" not in page)
+
+        await _wait_for(live_shown, 30, "the live figures on the ops page")
         # Two workers: the normaliser on its own, transitions and follow-up together.
         assert _child(proc.pid, "worker", "normaliser") is not None
         assert _child(proc.pid, "worker", "transitions,followup") is not None

@@ -46,3 +46,23 @@ def test_notifications_of_a_channel_nobody_configured_wait_and_are_not_failing()
     configured = _with_notifications(notes, ())
     assert "<b>10</b><span>deliveries failing" in configured
     assert "not configured" not in configured
+
+
+def test_the_live_section_shows_the_last_minute_by_facility_with_problems_in_red() -> None:
+    from transcare.web.live import Live
+
+    live = Live(seconds=60.0, rates={"GENHOSP": 12.5, "ST<M>": 0.25}, acks={"AA": 700, "AR": 3},
+                deadletters=2, ack_p50=0.0008, ack_p99=0.0031, episode_p50=0.21,
+                episode_p99=0.84)
+    page = render_dashboard({}, 0, [], None, live)
+    assert "<h2>Live (last 60 s)</h2>" in page
+    assert '<div class="card"><b>12.8</b><span>messages a second' in page
+    assert '<div class="card"><b>700</b><span>ACK AA' in page
+    assert '<div class="card"><b>0</b><span>ACK AE' in page  # shown, and calm, when none
+    assert '<div class="card bad"><b>3</b><span>ACK AR' in page
+    assert '<div class="card bad"><b>2</b><span>dead letters' in page
+    assert "0.8 ms / 3.1 ms</b><span>ACK latency p50 / p99" in page
+    assert "0.21 s / 0.84 s</b><span>MLLP in to episode p50 / p99" in page
+    assert page.index("GENHOSP</td><td>12.50") < page.index("ST&lt;M&gt;</td><td>0.25")
+    waiting = render_dashboard({}, 0, [], None, None)
+    assert "measuring: the first figures" in waiting

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
@@ -25,10 +26,12 @@ from transcare.web.dashboard import render_dashboard
 from transcare.web.directory_api import directory_router
 from transcare.web.episodes_api import episodes_router
 from transcare.web.inbox import inbox_router
-from transcare.web.metrics_view import render_metrics
+from transcare.web.live import SAMPLE_EVERY_S, LiveSampler, read_sample
+from transcare.web.metrics_view import metrics_registry, render_metrics
 from transcare.web.tasks_api import tasks_router
 from transitions.episode_queries import stream_stats
 
+log = structlog.get_logger(__name__)
 Status = Literal["accepted", "processed", "deadlettered", "rejected"]
 
 
@@ -84,9 +87,22 @@ def create_app(settings: Settings) -> FastAPI:
                 "oldest_in_flight_s": await messages_db.run(lambda c: oldest_in_flight_age(c, now)),
                 "unconfigured_channels": unconfigured}
 
+    live = LiveSampler(lambda at: read_sample(metrics_registry().collect(), at))
+
+    async def sample_live() -> None:
+        while True:
+            try:
+                live.sample()
+            except Exception as exc:  # the page shows what it has; the API goes on
+                log.warning("web.live_sample_failed", error=type(exc).__name__)
+            await asyncio.sleep(SAMPLE_EVERY_S)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sampler = asyncio.create_task(sample_live())
         yield
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
         await db.dispose()
         if messages_db is not db:
             await messages_db.dispose()
@@ -141,7 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
         recent = await store.find(limit=15, status="rejected")
         dead = await store.find(limit=15, status="deadlettered")
         return HTMLResponse(render_dashboard(counts, await store.backlog(), recent + dead,
-                                             await stats()))
+                                             await stats(), live.live()))
 
     return app
 

@@ -1,5 +1,6 @@
-"""The ops page at ``/``: message counts, relay backlog, open episodes, match reviews and the
-latest rejects and dead letters.
+"""The ops page at ``/``: the last minute's messages a second by facility, ACK codes, dead
+letters and latencies (:mod:`transcare.web.live`); message counts, relay backlog, open
+episodes, match reviews, follow-up work and the latest rejects and dead letters.
 
 Metadata only (facility, control id, type, reason): no PHI. It refreshes itself every 5 s.
 """
@@ -12,6 +13,7 @@ from html import escape
 from typing import Any
 
 from adt_listener.store import StoredMessage
+from transcare.web.live import Live
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:24px;color:#1d2733;background:#f6f8fa}
@@ -22,7 +24,8 @@ h1{font-size:20px;margin:0 0 16px} h2{font-size:15px;margin:24px 0 8px}
 .bad b{color:#b42318} table{border-collapse:collapse;background:#fff;width:100%}
 td,th{border:1px solid #d8dee4;padding:6px 8px;text-align:left;font-size:13px}
 td:nth-child(2){white-space:nowrap}
-th{background:#eef1f4} a{color:#0b5cad}
+th{background:#eef1f4} a{color:#0b5cad} .note{color:#57606a}
+table.rates{width:auto;min-width:320px}
 """
 
 
@@ -88,11 +91,49 @@ _CHANNELS = {"email": "e-mail", "webhook": "webhooks"}
 _SETTING = {"email": "TRANSCARE_SMTP_HOST", "webhook": "TRANSCARE_WEBHOOK_SECRET"}
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.1f} ms"
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:,.2f} s"
+
+
+def _text_card(label: str, value: str, bad: bool = False) -> str:
+    cls = "card bad" if bad else "card"
+    return f'<div class="{cls}"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
+
+
+def _live_section(live: Live | None) -> str:
+    if live is None:
+        return ('<h2>Live</h2><p class="note">measuring: the first figures of the last minute '
+                'show on the next refresh</p>')
+    span = f"last {live.seconds:.0f} s"
+    acks = live.acks
+    codes = ["AA", "AE", "AR", *sorted(set(acks) - {"AA", "AE", "AR"})]  # CA, CE, CR: enhanced mode
+    cards = "".join([
+        _text_card("messages a second", f"{live.rate:,.1f}"),
+        *(_text_card(f"ACK {code}", f"{acks.get(code, 0):,}",
+                     bad=code[1] in "ER" and acks.get(code, 0) > 0) for code in codes),
+        _text_card("dead letters", f"{live.deadletters:,}", bad=live.deadletters > 0),
+        _text_card("ACK latency p50 / p99", f"{_ms(live.ack_p50)} / {_ms(live.ack_p99)}"),
+        _text_card("MLLP in to episode p50 / p99", f"{_s(live.episode_p50)} / {_s(live.episode_p99)}",
+                   bad=(live.episode_p99 or 0.0) > LAG_ALERT_S),
+    ])
+    rows = "".join(f"<tr><td>{escape(_printable(f) or '(none)')}</td><td>{r:,.2f}</td></tr>"
+                   for f, r in sorted(live.rates.items(), key=lambda fr: -fr[1])) or (
+        '<tr><td colspan="2">no messages</td></tr>')
+    return (f'<h2>Live ({span})</h2><div class="cards">{cards}</div>'
+            f'<table class="rates"><tr><th>sending facility (MSH-4)</th><th>messages a second'
+            f'</th></tr>{rows}</table>')
+
+
 LAG_ALERT_S = 10  # the in-flight age shown in red from here (the lag target is 1 s)
 
 
 def render_dashboard(counts: dict[str, int], backlog: int,
-                     problems: Sequence[StoredMessage], stats: dict[str, Any] | None = None) -> str:
+                     problems: Sequence[StoredMessage], stats: dict[str, Any] | None = None,
+                     live: Live | None = None) -> str:
     lag = round((stats or {}).get("oldest_in_flight_s", 0.0))
     cards = "".join([
         _card("processed", counts.get("processed", 0)),
@@ -106,7 +147,8 @@ def render_dashboard(counts: dict[str, int], backlog: int,
         '<tr><td colspan="8">none</td></tr>')
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="5"><title>transcare ops</title><style>{_STYLE}</style></head>
-<body><h1>transcare &middot; ADT stream</h1><div class="cards">{cards}</div>
+<body><h1>transcare &middot; ADT stream</h1>{_live_section(live)}
+<h2>Message store</h2><div class="cards">{cards}</div>
 {_episode_cards(stats)}
 <h2>Latest rejects and dead letters</h2>
 <table><tr><th>id</th><th>received (UTC)</th><th>facility</th><th>control id</th><th>type</th>

@@ -9,7 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 
-def _registry() -> CollectorRegistry:
+def metrics_registry() -> CollectorRegistry:
+    """Every process's metrics when they share a directory (``transcare up``), else this
+    process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -38,7 +40,7 @@ def render_metrics(backlog: int, by_status: dict[str, int],
         lines += _episode_lines(stats)
         if "tasks" in stats:
             lines += _followup_lines(stats)
-    body = generate_latest(_registry()).decode("utf-8") + "\n".join(lines) + "\n"
+    body = generate_latest(metrics_registry()).decode("utf-8") + "\n".join(lines) + "\n"
     return body, CONTENT_TYPE_LATEST
 
 
