@@ -373,13 +373,22 @@ def _review(conn: Connection, event: AdtEvent | AdtEventView, reason: str,
         index_elements=["event_id"],
         set_={"reason": insert.excluded.reason, "candidates": insert.excluded.candidates},
         where=match_reviews.c.status == "pending").returning(match_reviews.c.id)).first()
-    # the patient's identifiers, by which a decision finds the patient's waiting events
-    identifiers = sorted(set(patient_identifiers(event)))
-    if pending is not None and identifiers:
-        conn.execute(dialect_insert(conn, match_review_identifiers).on_conflict_do_nothing(
-            index_elements=["value", "authority", "review_id"]),
-            [{"value": i.value, "authority": i.authority, "review_id": pending.id}
-             for i in identifiers])
+    if pending is not None and isinstance(event, AdtEvent):
+        index_review(conn, pending.id, event)
+
+
+# The row of a review whose event has no identifier a member could hold: it is indexed all
+# the same (a decision looks for reviews without rows: those an earlier version held back).
+NO_KEYS = MemberIdentifier("", "")
+
+
+def index_review(conn: Connection, review_id: int, event: AdtEvent) -> None:
+    """The patient's identifiers a member could hold (PID-3 with an authority, normalised), by
+    which a decision finds the patient's waiting events (``match_review_identifiers``)."""
+    keys = sorted({i for i in patient_identifiers(event) if i.value and i.authority}) or [NO_KEYS]
+    conn.execute(dialect_insert(conn, match_review_identifiers).on_conflict_do_nothing(
+        index_elements=["value", "authority", "review_id"]),
+        [{"value": i.value, "authority": i.authority, "review_id": review_id} for i in keys])
 
 
 def _processed_row(event: AdtEvent | AdtEventView, outcome: str, member_id: str | None,

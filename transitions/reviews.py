@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, exists, select, update
 from sqlalchemy.engine import Connection
 
 from schemas.adt_event import AdtEvent
@@ -51,7 +51,7 @@ from transitions.directory_store import (
 )
 from transitions.matching import patient_identifiers
 from transitions.model import MemberIdentifier
-from transitions.processor import VISIT_CONFLICT, Config, process_batch
+from transitions.processor import VISIT_CONFLICT, Config, index_review, process_batch
 
 
 class ReviewError(ValueError):
@@ -221,12 +221,28 @@ def _member_of(conn: Connection, event_id: str) -> str | None:
     return row.member_id if row is not None and row.outcome not in ("review", "unmatched") else None
 
 
+def _index_unindexed(conn: Connection) -> None:
+    """Index the pending reviews that have no identifier rows: those a worker of a version
+    before migration 0008 held back after the migration ran (a rolling upgrade), so that a
+    decision finds them like the others. In the steady state, one probe of the index a
+    pending review."""
+    c, r = match_reviews.c, match_review_identifiers.c
+    rows = conn.execute(select(c.id, c.event).where(
+        c.status == "pending", c.event.is_not(None),
+        ~exists().where(r.review_id == c.id))).mappings().all()
+    for row in rows:
+        event = _event(row)
+        if event is not None:
+            index_review(conn, row["id"], event)
+
+
 def _waiting_of(conn: Connection, review_id: int, member_id: str) -> list[tuple[int, int, AdtEvent]]:
     """Other reviews waiting whose event carries an identifier that is now the member's
     (reviews of a visit number that belongs to another member's episode excepted): found
     through the member's identifiers (``match_review_identifiers``), whatever the queue's
     length."""
     c, r, m = match_reviews.c, match_review_identifiers.c, member_identifiers.c
+    _index_unindexed(conn)
     theirs = select(r.review_id).join(member_identifiers, and_(
         m.value == r.value, m.authority == r.authority)).where(m.member_id == member_id)
     rows = conn.execute(select(c.id, c.message_id, c.event).where(

@@ -501,3 +501,29 @@ async def test_a_review_decided_not_enrolled_drops_its_identifiers(database: Dat
     await decide(database, admitted["id"], None)
     assert [r["review_id"] for r in await rows(database, match_review_identifiers)] == [
         discharged["id"]]
+
+
+async def test_a_review_an_earlier_version_held_back_is_found_all_the_same(
+        database: Database) -> None:
+    """Regression (review): during a rolling upgrade a worker of the version before migration
+    0008 holds events back without identifier rows; a decision found only reviews with rows,
+    so the patient's discharge waited on. Such reviews are indexed when a decision looks."""
+    admitted, discharged = await held(database)
+    await database.write(lambda c: c.execute(match_review_identifiers.delete().where(
+        match_review_identifiers.c.review_id == discharged["id"])))  # as an old worker left it
+    decision = await decide(database, admitted["id"], "M2")
+    assert decision.also_decided == [discharged["id"]]
+    assert await rows(database, match_review_identifiers) == []  # both decided: rows gone
+
+
+async def test_an_event_without_an_identifier_a_member_could_hold_is_indexed_empty(
+        database: Database) -> None:
+    """Bare numbers (no authority) are held by no member: they are not kept (PHI for
+    nothing); the review gets one empty row, so a decision does not take it for one an
+    earlier version held back and decode it again each time."""
+    await enrol(database, TWIN)
+    await run(database, [adt("A04", "b1", mrn="X-2", authority="", facility="STMARYS",
+                             visit="SV3")])
+    (review,) = await rows(database, match_reviews)
+    assert [(r["value"], r["authority"], r["review_id"])
+            for r in await rows(database, match_review_identifiers)] == [("", "", review["id"])]

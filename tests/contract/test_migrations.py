@@ -100,8 +100,9 @@ async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
 async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: str) -> None:
     """Reviews waiting when 0008 runs are found by a decision like new ones: their events'
-    PID-3 identifiers (normalised as matching compares them) are filled in; a decided review,
-    or one without its event (before 0007), gets none."""
+    PID-3 identifiers with an authority (normalised as matching compares them) are filled in,
+    an event without one gets one empty row; a decided review, or one without its event
+    (before 0007), gets none."""
     await asyncio.to_thread(upgrade, empty_url, "0007")
     waiting = adt("A04", "w1", mrn=" x-1 ", authority="stmarys", facility="STMARYS")
     twice = adt("A04", "w2", mrn="Y-2", authority="", facility="STMARYS")
@@ -120,7 +121,10 @@ async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: s
             {**review, "event_id": "STMARYS|d1", "message_id": 3, "status": "resolved",
              "event": waiting.model_dump_json()},
             {**review, "event_id": "STMARYS|old", "message_id": 4, "status": "pending",
-             "event": None}]))
+             "event": None},
+            {**review, "event_id": "STMARYS|bare", "message_id": 5, "status": "pending",
+             "event": adt("A04", "b1", mrn="Z-3", authority="", facility="STMARYS")
+             .model_dump_json()}]))
     finally:
         await db.dispose()
     await asyncio.to_thread(upgrade, empty_url)
@@ -133,4 +137,5 @@ async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: s
     finally:
         await db.dispose()
     assert filled == sorted([("X-1", "STMARYS", ids["STMARYS|w1"]),
-                             ("Y-2", "STM", ids["STMARYS|w2"])])
+                             ("Y-2", "STM", ids["STMARYS|w2"]),
+                             ("", "", ids["STMARYS|bare"])])  # indexed, nothing to find it by

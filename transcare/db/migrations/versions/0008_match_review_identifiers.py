@@ -2,9 +2,10 @@
 
 A decision for a member applies the patient's other waiting events with it. It found them by
 reading and decoding every pending review in the queue, a cost per decision that grew with the
-queue. Now each pending review's PID-3 identifiers (normalised as matching compares them:
-trimmed, upper case; CX-4, else CX-6, as authority) are kept beside it, and a decision looks up
-those the member holds. The reviews waiting now are filled in from their events.
+queue. Now each pending review's PID-3 identifiers that a member could hold (with an authority:
+CX-4, else CX-6; normalised as matching compares them: trimmed, upper case) are kept beside it,
+and a decision looks up those the member holds. The reviews waiting now are filled in from
+their events (one empty row for an event without such an identifier).
 
 Revision ID: 0008
 Revises: 0007
@@ -40,9 +41,11 @@ def upgrade() -> None:
     conn = op.get_bind()
     pending = conn.execute(sa.select(reviews.c.id, reviews.c.event).where(
         reviews.c.status == "pending", reviews.c.event.is_not(None)))
+    # as transitions.processor.index_review: the identifiers a member could hold, or one
+    # empty row (indexed, nothing to find it by)
     rows = [{"value": value, "authority": authority, "review_id": review_id}
             for review_id, event in pending
-            for value, authority in sorted(_identifiers(event))]
+            for value, authority in sorted(_identifiers(event)) or [("", "")]]
     if rows:
         op.bulk_insert(table, rows)
 
@@ -59,7 +62,9 @@ def _identifiers(event_json: str) -> set[tuple[str, str]]:
         if not isinstance(cx, dict):
             continue
         authority = cx.get("assigning_authority") or cx.get("assigning_facility") or ""
-        found.add((str(cx.get("value") or "").strip().upper(), str(authority).strip().upper()))
+        value, authority = str(cx.get("value") or "").strip().upper(), str(authority).strip().upper()
+        if value and authority:  # a bare number: no member holds one
+            found.add((value, authority))
     return found
 
 
