@@ -79,6 +79,14 @@ async def test_up_runs_every_part_and_stops_cleanly(tmp_path: Path, corpus: Path
                     and "- / -</b><span>MLLP in to episode" not in page)
 
         await _wait_for(live_shown, 30, "the live figures on the ops page")
+        # each stage's consumer lag, read from the broker: nothing left behind
+        def lag_read() -> bool:
+            body = _get(f"{base}/metrics")[1]
+            return all(f'transcare_consumer_lag_records{{stage="{stage}"}} 0' in body
+                       for stage in ("normaliser", "transitions", "followup"))
+
+        await _wait_for(lag_read, 30, "the consumer lag of every stage")
+        assert "<b>0</b><span>consumer lag: transitions" in _get(f"{base}/")[1]
         # Two workers: the normaliser on its own, transitions and follow-up together.
         assert _child(proc.pid, "worker", "normaliser") is not None
         assert _child(proc.pid, "worker", "transitions,followup") is not None

@@ -66,3 +66,19 @@ def test_the_live_section_shows_the_last_minute_by_facility_with_problems_in_red
     assert page.index("GENHOSP</td><td>12.50") < page.index("ST&lt;M&gt;</td><td>0.25")
     waiting = render_dashboard({}, 0, [], None, None)
     assert "measuring: the first figures" in waiting
+
+
+def test_each_stages_consumer_lag_is_shown_and_red_when_far_behind() -> None:
+    from transcare.web.metrics_view import render_metrics
+
+    stats = {"oldest_in_flight_s": 0.0, "open_episodes": {}, "reviews_pending": 0,
+             "outbox_backlog": 0, "enrolled": 0,
+             "consumer_lag": {"normaliser": 0, "transitions": 4200, "followup": None}}
+    page = render_dashboard({}, 0, [], stats)
+    assert '<div class="card"><b>0</b><span>consumer lag: normaliser' in page
+    assert '<div class="card bad"><b>4,200</b><span>consumer lag: transitions' in page
+    assert '<div class="card"><b>-</b><span>consumer lag: follow-up' in page  # no reading
+    body, _ = render_metrics(0, {}, stats)
+    assert 'transcare_consumer_lag_records{stage="transitions"} 4200' in body
+    assert 'transcare_consumer_lag_records{stage="normaliser"} 0' in body
+    assert 'stage="followup"' not in body

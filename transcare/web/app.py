@@ -22,6 +22,7 @@ from transcare.db.database import Database, open_database, ping
 from transcare.followup_agent import followup_context
 from transcare.settings import Settings
 from transcare.transitions_agent import transitions_config
+from transcare.web.consumer_lag import ConsumerLag
 from transcare.web.dashboard import render_dashboard
 from transcare.web.directory_api import directory_router
 from transcare.web.episodes_api import episodes_router
@@ -81,11 +82,14 @@ def create_app(settings: Settings) -> FastAPI:
                          (("email", settings.smtp_host), ("webhook", settings.webhook_secret))
                          if not configured)
 
+    lag = ConsumerLag(settings.bootstrap, settings.stage_group)
+    lags: dict[str, int | None] = {}  # the last reading, every SAMPLE_EVERY_S
+
     async def stats() -> dict[str, Any]:
         now = datetime.now(UTC)
         return {**await db.run(lambda c: ops_stats(c, now)),
                 "oldest_in_flight_s": await messages_db.run(lambda c: oldest_in_flight_age(c, now)),
-                "unconfigured_channels": unconfigured}
+                "unconfigured_channels": unconfigured, "consumer_lag": dict(lags)}
 
     live = LiveSampler(lambda at: read_sample(metrics_registry().collect(), at))
 
@@ -95,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
                 live.sample()
             except Exception as exc:  # the page shows what it has; the API goes on
                 log.warning("web.live_sample_failed", error=type(exc).__name__)
+            lags.update(await lag.read())
             await asyncio.sleep(SAMPLE_EVERY_S)
 
     @asynccontextmanager
@@ -103,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
+        await lag.close()
         await db.dispose()
         if messages_db is not db:
             await messages_db.dispose()

@@ -129,13 +129,21 @@ def _live_section(live: Live | None) -> str:
 
 
 LAG_ALERT_S = 10  # the in-flight age shown in red from here (the lag target is 1 s)
+LAG_ALERT_RECORDS = 1000  # a stage's consumer lag shown in red from here
 
 
 def render_dashboard(counts: dict[str, int], backlog: int,
                      problems: Sequence[StoredMessage], stats: dict[str, Any] | None = None,
                      live: Live | None = None) -> str:
     lag = round((stats or {}).get("oldest_in_flight_s", 0.0))
+    lags = (stats or {}).get("consumer_lag") or {}
+    lag_cards = "".join(
+        _text_card(f"consumer lag: {name}", "-" if lags.get(stage) is None else f"{lags[stage]:,}",
+                   bad=(lags.get(stage) or 0) > LAG_ALERT_RECORDS)
+        for stage, name in (("normaliser", "normaliser"), ("transitions", "transitions"),
+                            ("followup", "follow-up")))
     cards = "".join([
+        lag_cards,
         _card("processed", counts.get("processed", 0)),
         _card("accepted, in flight", counts.get("accepted", 0)),
         _card("oldest in flight (s)", lag, bad=lag >= LAG_ALERT_S),

@@ -37,6 +37,13 @@ def render_metrics(backlog: int, by_status: dict[str, int],
                   "not yet normalised by the workers (0 when none waits)",
                   "# TYPE transcare_oldest_in_flight_seconds gauge",
                   f"transcare_oldest_in_flight_seconds {stats.get('oldest_in_flight_s', 0.0):.3f}"]
+        lags = {k: v for k, v in (stats.get("consumer_lag") or {}).items() if v is not None}
+        if lags:
+            lines += ["# HELP transcare_consumer_lag_records Records of each stage's input topic "
+                      "its consumer group has not handled yet (read by the web process)",
+                      "# TYPE transcare_consumer_lag_records gauge"]
+            lines += [f'transcare_consumer_lag_records{{stage="{k}"}} {v}'
+                      for k, v in sorted(lags.items())]
         lines += _episode_lines(stats)
         if "tasks" in stats:
             lines += _followup_lines(stats)

@@ -1,0 +1,71 @@
+"""Consumer lag by stage (transcare/web/consumer_lag.py) against the real embedded broker: the
+records a stage's group has not handled, from the beginning where it never committed; None for
+every stage when no broker answers."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from tests.conftest import free_port
+from tests.integration.test_batch_consumer import feed, publish
+from transcare.web.consumer_lag import STAGE_INPUTS, ConsumerLag
+
+
+async def _commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in offsets])
+        await consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "")
+                               for p, o in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+async def test_each_stages_lag_is_what_its_group_has_not_committed(broker) -> None:  # noqa: ANN001
+    prefix = f"lag-{uuid.uuid4().hex[:8]}"
+    topic = STAGE_INPUTS["transitions"]
+    await publish(broker.bootstrap, topic, feed(40))  # 4 partitions
+    first, ends = await _offsets(broker.bootstrap, topic)  # what the topic holds, read
+    lag = ConsumerLag(broker.bootstrap, lambda stage: f"{prefix}-{stage}")
+    try:
+        before = await lag.read()
+        assert before["transitions"] == sum(ends[p] - first[p] for p in ends) >= 40
+        # the group handled partition 0 up to its end, and 5 records of partition 1
+        await _commit(broker.bootstrap, f"{prefix}-transitions", topic,
+                      {0: ends[0], 1: first[1] + 5})
+        after = await lag.read()
+        assert after["transitions"] == before["transitions"] - (ends[0] - first[0]) - 5
+    finally:
+        await lag.close()
+
+
+async def test_no_broker_no_figures(broker) -> None:  # noqa: ANN001
+    lag = ConsumerLag(f"127.0.0.1:{free_port()}", lambda stage: stage, timeout_ms=500)
+    try:
+        assert await lag.read() == dict.fromkeys(STAGE_INPUTS)
+    finally:
+        await lag.close()
+
+
+async def _offsets(bootstrap: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """Each partition's first offset and end (its high watermark), by reading it all."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        first = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
+        ends: dict[int, int] = {}
+        while True:
+            await consumer.getmany(timeout_ms=200)
+            ends = {tp.partition: hw for tp in tps if (hw := consumer.highwater(tp)) is not None}
+            positions = {tp.partition: await consumer.position(tp) for tp in tps}
+            if len(ends) == len(tps) and all(positions[p] >= ends[p] for p in ends):
+                return first, ends
+    finally:
+        await consumer.stop()
