@@ -28,8 +28,10 @@ class ConsumerLag:
     started again at the next reading)."""
 
     def __init__(self, bootstrap: str, group_of: Callable[[str], str],
-                 timeout_ms: int = 3000, fetch_ms: int = 500) -> None:
+                 timeout_ms: int = 3000, fetch_ms: int = 500,
+                 inputs: Mapping[str, str] = STAGE_INPUTS) -> None:
         self._bootstrap, self._group_of, self._timeout_ms = bootstrap, group_of, timeout_ms
+        self._inputs = inputs
         self._fetch_ms = fetch_ms
         self._failing = False
         self._admin: AIOKafkaAdminClient | None = None
@@ -48,7 +50,7 @@ class ConsumerLag:
                 log.warning("web.consumer_lag_unavailable", error=type(exc).__name__)
             self._failing = True
             await self.close()
-            return dict.fromkeys(STAGE_INPUTS)
+            return dict.fromkeys(self._inputs)
 
     async def _read(self, admin: AIOKafkaAdminClient,
                     consumer: AIOKafkaConsumer) -> dict[str, int | None]:
@@ -57,7 +59,7 @@ class ConsumerLag:
         described = {t["topic"]: sorted(p["partition"] for p in t["partitions"])
                      for t in await admin.describe_topics() if not t["error_code"]}
         positions: dict[str, dict[TopicPartition, int]] = {}
-        for stage, topic in STAGE_INPUTS.items():
+        for stage, topic in self._inputs.items():
             tps = [TopicPartition(topic, p) for p in described.get(topic, ())]
             if not tps:
                 continue  # the topic does not exist yet: nothing was ever sent
@@ -68,7 +70,7 @@ class ConsumerLag:
             positions[stage] = {tp: known.get(tp, starts.get(tp, 0)) for tp in tps}
         ends = await self._ends(consumer, {tp: o for p in positions.values() for tp, o in p.items()})
         return {stage: (sum(max(0, ends[tp] - o) for tp, o in positions[stage].items())
-                        if stage in positions else None) for stage in STAGE_INPUTS}
+                        if stage in positions else None) for stage in self._inputs}
 
     async def _ends(self, consumer: AIOKafkaConsumer,
                     positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
