@@ -25,7 +25,7 @@ h1{font-size:20px;margin:0 0 16px} h2{font-size:15px;margin:24px 0 8px}
 td,th{border:1px solid #d8dee4;padding:6px 8px;text-align:left;font-size:13px}
 td:nth-child(2){white-space:nowrap}
 th{background:#eef1f4} a{color:#0b5cad} .note{color:#57606a}
-table.rates{width:auto;min-width:320px}
+table.rates{width:auto;min-width:320px;margin:12px 0} .cards+.cards{margin-top:12px}
 """
 
 
@@ -128,6 +128,15 @@ def _live_section(live: Live | None) -> str:
             f'</th></tr>{rows}</table>')
 
 
+def _lag_cards(lags: dict[str, int | None]) -> str:
+    """Each stage's consumer lag as the broker last told it ("-": no reading)."""
+    return "".join(
+        _text_card(f"consumer lag: {name}", "-" if lags.get(stage) is None else f"{lags[stage]:,}",
+                   bad=(lags.get(stage) or 0) > LAG_ALERT_RECORDS)
+        for stage, name in (("normaliser", "normaliser"), ("transitions", "transitions"),
+                            ("followup", "follow-up")))
+
+
 LAG_ALERT_S = 10  # the in-flight age shown in red from here (the lag target is 1 s)
 LAG_ALERT_RECORDS = 1000  # a stage's consumer lag shown in red from here
 
@@ -136,14 +145,7 @@ def render_dashboard(counts: dict[str, int], backlog: int,
                      problems: Sequence[StoredMessage], stats: dict[str, Any] | None = None,
                      live: Live | None = None) -> str:
     lag = round((stats or {}).get("oldest_in_flight_s", 0.0))
-    lags = (stats or {}).get("consumer_lag") or {}
-    lag_cards = "".join(
-        _text_card(f"consumer lag: {name}", "-" if lags.get(stage) is None else f"{lags[stage]:,}",
-                   bad=(lags.get(stage) or 0) > LAG_ALERT_RECORDS)
-        for stage, name in (("normaliser", "normaliser"), ("transitions", "transitions"),
-                            ("followup", "follow-up")))
     cards = "".join([
-        lag_cards,
         _card("processed", counts.get("processed", 0)),
         _card("accepted, in flight", counts.get("accepted", 0)),
         _card("oldest in flight (s)", lag, bad=lag >= LAG_ALERT_S),
@@ -156,6 +158,7 @@ def render_dashboard(counts: dict[str, int], backlog: int,
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="5"><title>transcare ops</title><style>{_STYLE}</style></head>
 <body><h1>transcare &middot; ADT stream</h1>{_live_section(live)}
+<div class="cards">{_lag_cards((stats or {}).get("consumer_lag") or {})}</div>
 <h2>Message store</h2><div class="cards">{cards}</div>
 {_episode_cards(stats)}
 <h2>Latest rejects and dead letters</h2>
