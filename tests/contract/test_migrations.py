@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from tests.adt_builders import T0, adt
 from tests.contract.conftest import POSTGRES_ENV
+from tests.integration.helpers import fresh_postgres_database
 from transcare.db.database import Database, open_database
 from transcare.db.migrate import upgrade
 from transcare.db.tables import (
@@ -87,15 +85,8 @@ async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     server = os.environ.get(POSTGRES_ENV)
     if not server:
         pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
-    name = f"transcare_migration_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(make_url(server).set(drivername="postgresql")
-                                  .render_as_string(hide_password=False))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_postgres_database(server, "transcare_migration") as url:
+        yield url
 
 
 async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: str) -> None:
