@@ -4,6 +4,7 @@ every stage when no broker answers."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -70,3 +71,31 @@ async def _offsets(bootstrap: str, topic: str) -> tuple[dict[int, int], dict[int
                 return first, ends
     finally:
         await consumer.stop()
+
+
+async def test_the_reader_fetches_nothing_between_readings(broker, monkeypatch) -> None:  # noqa: ANN001
+    """Regression (review): the reader's consumer stayed assigned to the stage topics after a
+    reading: it fetched about 20 times a second, and named the topics to a restarted embedded
+    broker, which created them again with its own partition count."""
+    from aiokafka.consumer import fetcher
+
+    topic = f"lag-{uuid.uuid4().hex[:8]}.idle"
+    await publish(broker.bootstrap, topic, feed(8))
+    fetches = 0
+    original = fetcher.Fetcher._proc_fetch_request
+
+    async def counting(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        nonlocal fetches
+        fetches += 1
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(fetcher.Fetcher, "_proc_fetch_request", counting)
+    lag = ConsumerLag(broker.bootstrap, lambda stage: f"{topic}-{stage}",
+                      inputs={"transitions": topic})
+    try:
+        assert (await lag.read())["transitions"] == 8
+        before = fetches
+        await asyncio.sleep(2)  # the sampler's pause
+        assert fetches == before, f"{fetches - before} fetch requests while idle"
+    finally:
+        await lag.close()

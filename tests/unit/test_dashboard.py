@@ -73,12 +73,23 @@ def test_each_stages_consumer_lag_is_shown_and_red_when_far_behind() -> None:
 
     stats = {"oldest_in_flight_s": 0.0, "open_episodes": {}, "reviews_pending": 0,
              "outbox_backlog": 0, "enrolled": 0,
-             "consumer_lag": {"normaliser": 0, "transitions": 4200, "followup": None}}
+             "consumer_lag": {"normaliser": 999, "transitions": 1000, "followup": None}}
     page = render_dashboard({}, 0, [], stats)
-    assert '<div class="card"><b>0</b><span>consumer lag: normaliser' in page
-    assert '<div class="card bad"><b>4,200</b><span>consumer lag: transitions' in page
+    assert '<div class="card"><b>999</b><span>consumer lag: normaliser' in page
+    assert '<div class="card bad"><b>1,000</b><span>consumer lag: transitions' in page  # red from 1,000
     assert '<div class="card"><b>-</b><span>consumer lag: follow-up' in page  # no reading
     body, _ = render_metrics(0, {}, stats)
-    assert 'transcare_consumer_lag_records{stage="transitions"} 4200' in body
-    assert 'transcare_consumer_lag_records{stage="normaliser"} 0' in body
+    assert 'transcare_consumer_lag_records{stage="transitions"} 1000' in body
+    assert 'transcare_consumer_lag_records{stage="normaliser"} 999' in body
     assert 'stage="followup"' not in body
+
+
+def test_without_the_other_processes_metrics_the_live_section_says_so() -> None:
+    """Regression (review): a web process running apart (deploy/README.md) saw only its own
+    metrics and showed 0 messages a second, a quiet feed, instead of no figures."""
+    from transcare.web.live import Live
+
+    live = Live(60.0, {}, {}, 0, None, None, None, None)
+    page = render_dashboard({}, 0, [], None, live, live_shared=False)
+    assert "not available: this web process does not see" in page
+    assert "messages a second" not in page

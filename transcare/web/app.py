@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -163,7 +164,8 @@ def create_app(settings: Settings) -> FastAPI:
         recent = await store.find(limit=15, status="rejected")
         dead = await store.find(limit=15, status="deadlettered")
         return HTMLResponse(render_dashboard(counts, await store.backlog(), recent + dead,
-                                             await stats(), live.live()))
+                                             await stats(), live.live(),
+                                             bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))))
 
     return app
 

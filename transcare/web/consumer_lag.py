@@ -81,14 +81,19 @@ class ConsumerLag:
         if not positions:
             return {}
         consumer.assign(list(positions))
-        for tp, offset in positions.items():
-            consumer.seek(tp, offset)
-        await consumer.getmany(timeout_ms=self._fetch_ms)
-        ends = {tp: hw for tp in positions if (hw := consumer.highwater(tp)) is not None}
-        unanswered = [tp for tp in positions if tp not in ends]
-        if unanswered:
-            ends.update(await consumer.end_offsets(unanswered))
-        return ends
+        try:
+            for tp, offset in positions.items():
+                consumer.seek(tp, offset)
+            await consumer.getmany(timeout_ms=self._fetch_ms)
+            ends = {tp: hw for tp in positions if (hw := consumer.highwater(tp)) is not None}
+            unanswered = [tp for tp in positions if tp not in ends]
+            if unanswered:
+                ends.update(await consumer.end_offsets(unanswered))
+            return ends
+        finally:
+            # assigned between readings, the consumer would fetch all the time and name the
+            # topics to the broker, which recreates them (4 partitions) after a restart
+            consumer.unsubscribe()
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:

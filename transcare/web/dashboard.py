@@ -104,7 +104,11 @@ def _text_card(label: str, value: str, bad: bool = False) -> str:
     return f'<div class="{cls}"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
 
 
-def _live_section(live: Live | None) -> str:
+def _live_section(live: Live | None, shared: bool = True) -> str:
+    if not shared:
+        return ('<h2>Live</h2><p class="note">not available: this web process does not see the '
+                "listener's and workers' metrics (give them one PROMETHEUS_MULTIPROC_DIR, as "
+                '<code>transcare up</code> does; otherwise read each process\'s /metrics)</p>')
     if live is None:
         return ('<h2>Live</h2><p class="note">measuring: the first figures of the last minute '
                 'show on the next refresh</p>')
@@ -132,7 +136,7 @@ def _lag_cards(lags: dict[str, int | None]) -> str:
     """Each stage's consumer lag as the broker last told it ("-": no reading)."""
     return "".join(
         _text_card(f"consumer lag: {name}", "-" if lags.get(stage) is None else f"{lags[stage]:,}",
-                   bad=(lags.get(stage) or 0) > LAG_ALERT_RECORDS)
+                   bad=(lags.get(stage) or 0) >= LAG_ALERT_RECORDS)
         for stage, name in (("normaliser", "normaliser"), ("transitions", "transitions"),
                             ("followup", "follow-up")))
 
@@ -143,7 +147,7 @@ LAG_ALERT_RECORDS = 1000  # a stage's consumer lag shown in red from here
 
 def render_dashboard(counts: dict[str, int], backlog: int,
                      problems: Sequence[StoredMessage], stats: dict[str, Any] | None = None,
-                     live: Live | None = None) -> str:
+                     live: Live | None = None, live_shared: bool = True) -> str:
     lag = round((stats or {}).get("oldest_in_flight_s", 0.0))
     cards = "".join([
         _card("processed", counts.get("processed", 0)),
@@ -157,7 +161,7 @@ def render_dashboard(counts: dict[str, int], backlog: int,
         '<tr><td colspan="8">none</td></tr>')
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="5"><title>transcare ops</title><style>{_STYLE}</style></head>
-<body><h1>transcare &middot; ADT stream</h1>{_live_section(live)}
+<body><h1>transcare &middot; ADT stream</h1>{_live_section(live, live_shared)}
 <div class="cards">{_lag_cards((stats or {}).get("consumer_lag") or {})}</div>
 <h2>Message store</h2><div class="cards">{cards}</div>
 {_episode_cards(stats)}
