@@ -10,12 +10,35 @@ from collections.abc import Sequence
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import collect_hosts
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from adt_listener.relay import RecordTooLarge
 
 log = structlog.get_logger("transcare.kafka")
+
+
+async def bootstrap_reachable(bootstrap: str, timeout_s: float) -> bool:
+    """Whether one of the bootstrap addresses (``host:port``, ``[v6]:port``, comma-separated,
+    as aiokafka reads them) accepts a TCP connection: a check that starts no Kafka client, and
+    so logs nothing (an aiokafka client logs an ERROR line for each address it cannot reach)."""
+    try:
+        hosts = collect_hosts(bootstrap, randomize=False)
+    except ValueError:
+        return False
+    for host, port, _ in hosts:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return True
+    return False
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -5,6 +5,7 @@ every stage when no broker answers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -12,6 +13,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from tests.conftest import free_port
 from tests.integration.test_batch_consumer import feed, publish
+from transcare.kafka import bootstrap_reachable
 from transcare.web.consumer_lag import STAGE_INPUTS, ConsumerLag
 
 
@@ -50,6 +52,22 @@ async def test_no_broker_no_figures(broker) -> None:  # noqa: ANN001
     lag = ConsumerLag(f"127.0.0.1:{free_port()}", lambda stage: stage, timeout_ms=500)
     try:
         assert await lag.read() == dict.fromkeys(STAGE_INPUTS)
+    finally:
+        await lag.close()
+
+
+async def test_no_broker_no_client_error_lines(caplog) -> None:  # noqa: ANN001
+    """Regression: while no broker answered, each reading (every 5 s in the web) started the
+    clients again and aiokafka logged an ERROR line of its own for the unreachable address;
+    the reader's own warning is once an outage."""
+    lag = ConsumerLag(f"127.0.0.1:{free_port()}", lambda stage: stage, timeout_ms=500)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(3):
+                assert await lag.read() == dict.fromkeys(STAGE_INPUTS)
+        noisy = [r.getMessage() for r in caplog.records
+                 if r.name.startswith("aiokafka") and r.levelno >= logging.WARNING]
+        assert noisy == []
     finally:
         await lag.close()
 
@@ -99,3 +117,24 @@ async def test_the_reader_fetches_nothing_between_readings(broker, monkeypatch) 
         assert fetches == before, f"{fetches - before} fetch requests while idle"
     finally:
         await lag.close()
+
+
+async def test_bootstrap_reachable_reads_addresses_as_aiokafka_does() -> None:
+    """The plain connect the lag reader and /readyz make before any Kafka client: the first
+    address that accepts a connection answers; ``[v6]:port`` is read as aiokafka reads it (the
+    readiness check split it at the last colon and tried to connect to ``[::1]``)."""
+    v4 = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    v4_port = v4.sockets[0].getsockname()[1]
+    closed = free_port()
+    try:
+        assert await bootstrap_reachable(f"127.0.0.1:{v4_port}", 1.0)
+        assert await bootstrap_reachable(f"127.0.0.1:{closed}, 127.0.0.1:{v4_port}", 1.0)
+        assert not await bootstrap_reachable(f"127.0.0.1:{closed}", 1.0)
+        assert not await bootstrap_reachable("127.0.0.1:not-a-port", 1.0)
+        v6 = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+        try:
+            assert await bootstrap_reachable(f"[::1]:{v6.sockets[0].getsockname()[1]}", 1.0)
+        finally:
+            v6.close()
+    finally:
+        v4.close()

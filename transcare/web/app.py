@@ -21,6 +21,7 @@ from followup.task_store import count_tasks
 from transcare import __version__
 from transcare.db.database import Database, open_database, ping
 from transcare.followup_agent import followup_context
+from transcare.kafka import bootstrap_reachable
 from transcare.settings import Settings
 from transcare.transitions_agent import transitions_config
 from transcare.web.consumer_lag import ConsumerLag
@@ -186,12 +187,6 @@ async def _database_ok(db: Database) -> str:
 
 
 async def _broker_ok(bootstrap: str) -> str:
-    for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
-            writer.close()
-            return "ok"
-        except (OSError, TimeoutError, ValueError):
-            continue
+    if await bootstrap_reachable(bootstrap, 1.0):
+        return "ok"
     return f"unavailable: no broker answers at {bootstrap}"

@@ -13,8 +13,10 @@ from collections.abc import Callable, Mapping
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 
 from schemas.topics import ADT_EVENTS, ADT_RAW, EPISODES
+from transcare.kafka import bootstrap_reachable
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +99,11 @@ class ConsumerLag:
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:
+            # aiokafka logs an ERROR line of its own for each bootstrap address it cannot
+            # reach, at every start: while no broker answers that was a line every reading
+            # (5 s). A plain connect first: no client is started until one address accepts.
+            if not await bootstrap_reachable(self._bootstrap, self._timeout_ms / 1000):
+                raise KafkaConnectionError("no bootstrap address accepts a connection")
             admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap,
                                         request_timeout_ms=self._timeout_ms)
             consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap,
