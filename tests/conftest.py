@@ -12,11 +12,32 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.helpers import POSTGRES_ENV, fresh_postgres_database
 from tests.receivers import Receiver, SmtpServer, run_receiver, run_smtp
 from transcare.broker import EmbeddedBroker, free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture
+async def empty_postgres_url() -> AsyncIterator[str]:
+    """A database with no tables yet, created for the test on the PostgreSQL server named by
+    ``TRANSCARE_TEST_POSTGRES_URL`` (``.ci/run`` sets it) and dropped after; without that
+    server the test reports as not run, as every PostgreSQL test."""
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(f"PostgreSQL tests did not run: set {POSTGRES_ENV}")
+    async with fresh_postgres_database(server, "transcare_test") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of each kind with no tables yet: a SQLite file, or ``empty_postgres_url``."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    return str(request.getfixturevalue("empty_postgres_url"))
 
 
 @pytest.fixture(scope="session")

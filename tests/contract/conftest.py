@@ -18,11 +18,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from tests.integration.helpers import POSTGRES_ENV  # noqa: F401 (the contract tests import it here)
 from transcare.db.database import Database, open_database
 from transcare.db.migrate import upgrade
 from transcare.db.tables import metadata
-
-POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
 
 
 async def _migrate(url: str) -> None:

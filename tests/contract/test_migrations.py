@@ -5,19 +5,13 @@ column added to the tables without a migration (or the other way round) fails he
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from tests.adt_builders import T0, adt
-from tests.contract.conftest import POSTGRES_ENV
-from tests.integration.helpers import fresh_postgres_database
 from transcare.db.database import Database, open_database
 from transcare.db.migrate import upgrade
 from transcare.db.tables import (
@@ -76,25 +70,12 @@ async def test_the_relays_backlog_query_reads_its_partial_index(database: Databa
     assert "ix_messages_unpublished" in await database.run(plan)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A database of each kind with no tables yet (PostgreSQL: created for the test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        pytest.skip(f"PostgreSQL contract tests did not run: set {POSTGRES_ENV}")
-    async with fresh_postgres_database(server, "transcare_migration") as url:
-        yield url
-
-
-async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: str) -> None:
+async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_database_url: str) -> None:
     """Reviews waiting when 0008 runs are found by a decision like new ones: their events'
     PID-3 identifiers with an authority (normalised as matching compares them) are filled in,
     an event without one gets one empty row; a decided review, or one without its event
     (before 0007), gets none."""
-    await asyncio.to_thread(upgrade, empty_url, "0007")
+    await asyncio.to_thread(upgrade, empty_database_url, "0007")
     waiting = adt("A04", "w1", mrn=" x-1 ", authority="stmarys", facility="STMARYS")
     twice = adt("A04", "w2", mrn="Y-2", authority="", facility="STMARYS")
     cx = twice.patient.identifiers[0].model_copy(update={"assigning_facility": "STM"})
@@ -102,7 +83,7 @@ async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: s
         update={"identifiers": (cx, cx)})})
     review = {"facility": "STMARYS", "reason": "ambiguous", "candidates": [],
               "created_at": T0}
-    db = open_database(empty_url)
+    db = open_database(empty_database_url)
     try:
         await db.write(lambda c: c.execute(match_reviews.insert(), [
             {**review, "event_id": "STMARYS|w1", "message_id": 1, "status": "pending",
@@ -118,8 +99,8 @@ async def test_0008_fills_in_the_identifiers_of_the_reviews_waiting(empty_url: s
              .model_dump_json()}]))
     finally:
         await db.dispose()
-    await asyncio.to_thread(upgrade, empty_url)
-    db = open_database(empty_url)
+    await asyncio.to_thread(upgrade, empty_database_url)
+    db = open_database(empty_database_url)
     try:
         ids = {r.event_id: r.id for r in await db.run(
             lambda c: c.execute(select(match_reviews.c.event_id, match_reviews.c.id)).all())}

@@ -19,6 +19,10 @@ from sqlalchemy.engine import make_url
 from transcare.db.migrate import upgrade_service
 from transcare.settings import Settings
 
+# The PostgreSQL server the PostgreSQL-backed tests use (.ci/run sets it); unset, they report
+# as not run.
+POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
+
 
 async def migrate(settings: Settings) -> None:
     """``transcare db upgrade`` for these settings: the database and the message store (on

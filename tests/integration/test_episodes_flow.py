@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 from sqlalchemy import text
 
 from adt_listener.client import MllpClient
@@ -31,7 +29,7 @@ from adt_listener.normaliser import normalise
 from schemas.adt_event import RawMessage
 from schemas.topics import EPISODES
 from tests.conftest import Service, make_service
-from tests.integration.helpers import fresh_postgres_database, read_events
+from tests.integration.helpers import read_events
 from transcare.db.database import Database, open_database
 from transcare.db.migrate import upgrade
 from transcare.settings import Settings
@@ -173,21 +171,9 @@ async def outbox_drained(db: Database) -> None:
     await poll("the outbox was not published", check, 60.0)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The service's database: a SQLite file, or a fresh database on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'svc' / 'transcare.db'}"
-        return
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        pytest.skip(f"PostgreSQL end-to-end test did not run: set {POSTGRES_ENV}")
-    async with fresh_postgres_database(server, "transcare_episodes") as url:
-        yield url
-
-
 async def test_corpus_messages_make_the_expected_episodes_with_two_workers(
-        tmp_path: Path, broker: Any, corpus: Path, database_url: str) -> None:
+        tmp_path: Path, broker: Any, corpus: Path, empty_database_url: str) -> None:
+    database_url = empty_database_url
     token = f"T{uuid.uuid4().hex[:6].upper()}"
     feed, roster = corpus_feed(corpus, token)
     assert len(feed) >= 40, "the corpus should offer dozens of episode messages"

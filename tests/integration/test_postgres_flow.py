@@ -6,8 +6,7 @@ elsewhere it reports that it did not run.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -16,24 +15,12 @@ from sqlalchemy.engine import make_url
 
 from adt_listener.client import MllpClient
 from tests.conftest import Service, make_service
-from tests.integration.helpers import fresh_postgres_database
 from transcare.broker import EmbeddedBroker
 
-POSTGRES_ENV = "TRANSCARE_TEST_POSTGRES_URL"
-
 
 @pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        pytest.skip(f"PostgreSQL end-to-end test did not run: set {POSTGRES_ENV}")
-    async with fresh_postgres_database(server, "transcare_flow") as url:
-        yield url
-
-
-@pytest.fixture
-def pg_service(tmp_path: Path, broker: EmbeddedBroker, database_url: str) -> Iterator[Service]:
-    svc = make_service(tmp_path, broker.bootstrap, TRANSCARE_DATABASE_URL=database_url)
+def pg_service(tmp_path: Path, broker: EmbeddedBroker, empty_postgres_url: str) -> Iterator[Service]:
+    svc = make_service(tmp_path, broker.bootstrap, TRANSCARE_DATABASE_URL=empty_postgres_url)
     svc.start("worker")
     svc.start("listener")
     yield svc
@@ -52,7 +39,7 @@ async def _statuses(url: str, prefix: str) -> dict[str, str]:
 
 
 async def test_messages_are_stored_once_and_processed_on_postgresql(
-        pg_service: Service, database_url: str) -> None:
+        pg_service: Service, empty_postgres_url: str) -> None:
     import asyncio
 
     template = (Path(__file__).parent / "data" / "a04.hl7").read_bytes()
@@ -68,7 +55,7 @@ async def test_messages_are_stored_once_and_processed_on_postgresql(
     assert codes == ["AA"] * 40
     deadline = asyncio.get_running_loop().time() + 90
     while True:
-        statuses = await _statuses(database_url, "PG-")
+        statuses = await _statuses(empty_postgres_url, "PG-")
         if len(statuses) == 40 and set(statuses.values()) == {"processed"}:
             break
         assert asyncio.get_running_loop().time() < deadline, f"not processed: {statuses}"
