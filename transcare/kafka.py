@@ -29,7 +29,11 @@ async def bootstrap_reachable(bootstrap: str, timeout_s: float) -> bool:
         return False
     for host, port, _ in hosts:
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # comes as the connect fails, and the caller's loop (the web's sampler) then never
+            # stops (a test's teardown hung on it)
+            async with asyncio.timeout(timeout_s):
+                _, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError):
             continue
         writer.close()

@@ -36,6 +36,7 @@ from transcare.db.database import Database, open_database
 from transcare.followup_agent import decode as decode_episode_events
 from transcare.followup_agent import followup_context, plan, schedule
 from transcare.kafka import KafkaPublisher, ensure_topics
+from transcare.logs import library_logging_config
 from transcare.outbox import OutboxPublisher
 from transcare.settings import Settings
 from transcare.stream_app import StreamApp
@@ -316,7 +317,8 @@ def run(settings: Settings) -> int:
         print(f"transcare worker: rule table: {exc}", file=sys.stderr)
         return 2
     worker = faust.Worker(app, loglevel=settings.log_level if settings.log_level == "DEBUG" else "WARNING",
-                          quiet=True, redirect_stdouts=False)
+                          quiet=True, redirect_stdouts=False,
+                          logging_config=library_logging_config(settings.log_level))
     worker.spinner = None  # a terminal progress spinner has no place in a service's logs
     tune_process()
     niceness = lower_priority(settings.worker_nice)

@@ -138,3 +138,27 @@ async def test_bootstrap_reachable_reads_addresses_as_aiokafka_does() -> None:
             v6.close()
     finally:
         v4.close()
+
+
+async def test_the_web_stops_while_no_broker_answers(tmp_path) -> None:  # noqa: ANN001
+    """Regression: the web's sampler reads the lag every 5 s; with the reader's connect under
+    ``asyncio.wait_for``, a shutdown whose cancel came as the connect failed was swallowed
+    (Python 3.11) and the sampler went on, so the web's shutdown never finished (a test's
+    teardown hung). Each start and stop here must finish."""
+    import random
+
+    from tests.integration.helpers import migrate
+    from transcare.settings import Settings
+    from transcare.web.app import create_app
+
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 't.db'}",
+                        kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    await migrate(settings)
+    rng = random.Random(7)
+    for _ in range(30):
+        app = create_app(settings)
+        context = app.router.lifespan_context(app)
+        await context.__aenter__()
+        await asyncio.sleep(rng.uniform(0, 0.01))  # stop while a reading connects
+        async with asyncio.timeout(20):
+            await context.__aexit__(None, None, None)

@@ -95,19 +95,27 @@ def create_app(settings: Settings) -> FastAPI:
 
     live = LiveSampler(lambda at: read_sample(metrics_registry().collect(), at))
 
+    stopping = asyncio.Event()
+
     async def sample_live() -> None:
-        while True:
+        # the flag as well as the cancel: a library that swallows a cancel (asyncio.wait_for
+        # on Python 3.11 can) must not keep the sampler, and the shutdown, going
+        while not stopping.is_set():
             try:
                 live.sample()
             except Exception as exc:  # the page shows what it has; the API goes on
                 log.warning("web.live_sample_failed", error=type(exc).__name__)
             lags.update(await lag.read())
-            await asyncio.sleep(SAMPLE_EVERY_S)
+            try:
+                await asyncio.wait_for(stopping.wait(), SAMPLE_EVERY_S)
+            except TimeoutError:
+                pass
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sampler = asyncio.create_task(sample_live())
         yield
+        stopping.set()
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
         await lag.close()
