@@ -49,6 +49,11 @@ __all__ = ["Dispatcher", "create_notifications", "delivery_counts", "delivery_pr
 
 log = structlog.get_logger("followup.notify")
 _MISSING = {"email": "no e-mail address for recipient", "webhook": "no webhook URL for recipient"}
+_SETTING = {"email": "TRANSCARE_SMTP_HOST", "webhook": "TRANSCARE_WEBHOOK_SECRET"}
+
+
+class ChannelNotConfigured(DeliveryError):
+    """The channel has no sender (its settings are unset): transient, retried on the schedule."""
 
 
 class Dispatcher:
@@ -80,6 +85,7 @@ class Dispatcher:
         self._log = log.bind(holder=holder)
         self._limits = {ch: asyncio.Semaphore(concurrency) for ch in SENT_CHANNELS}
         self._wake = {ch: asyncio.Event() for ch in SENT_CHANNELS}
+        self._told_unconfigured: set[str] = set()
 
     def wake(self, channels: Iterable[str] | None = None) -> None:
         """New notifications were committed (on ``channels``; None: on any): dispatch them
@@ -157,7 +163,7 @@ class Dispatcher:
             raise DeliveryError(f"{job.channel}: {_MISSING[job.channel]}", permanent=True)
         sender = self._senders.get(job.channel)
         if sender is None:
-            raise DeliveryError(f"{job.channel}: channel not configured")
+            raise ChannelNotConfigured(f"{job.channel}: channel not configured")
         return sender, job.address
 
     async def _record(self, job: Job, error: DeliveryError | None) -> None:
@@ -171,8 +177,18 @@ class Dispatcher:
             retry_at = None if error.permanent else next_attempt(attempt, now, job.id)
             written = await self._db.write(lambda c: record_failed(c, job, error.reason, retry_at))
             event = "notify.failed" if retry_at else "notify.dead"
-            self._log.warning(event, reason=error.reason, retry_at=retry_at and retry_at.isoformat(),
-                              **fields)
+            if isinstance(error, ChannelNotConfigured) and retry_at:
+                # one warning a channel, not one a notification and try: without SMTP every
+                # e-mail notification failed up to eight times, each a warning line
+                if job.channel not in self._told_unconfigured:
+                    self._told_unconfigured.add(job.channel)
+                    self._log.warning("notify.channel_not_configured", channel=job.channel,
+                                      setting=_SETTING.get(job.channel, ""))
+                self._log.debug(event, reason=error.reason, retry_at=retry_at.isoformat(),
+                                **fields)
+            else:
+                self._log.warning(event, reason=error.reason,
+                                  retry_at=retry_at and retry_at.isoformat(), **fields)
         if not written:
             self._log.warning("notify.outcome_not_recorded", **fields)
 
